@@ -1,0 +1,33 @@
+# The two commands: `make demo` and `make test`. Both create .venv and install into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck docs servers clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ci-pipeline-exporter demo --log-format console
+
+# The real servers the integration tests start on loopback (Debian packages).
+servers:
+	@bash .ci/install-servers
+
+test: $(STAMP) servers
+	$(BIN)/ruff check exporter tests grafana bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+docs: $(STAMP)
+	$(BIN)/python -m exporter.docgen
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,158 @@
+"""Composition root: builds the store, clients, pollers, scheduler, collector and HTTP server from a
+config, and nothing else."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from exporter.collector import StoreCollector
+from exporter.config import Config, ConfigError, GitHubConfig, parse_listen
+from exporter.logging import SECRETS, get_logger
+from exporter.scheduler import PollRunner, Scheduler, SourceJob
+from exporter.server import HttpServer, Readiness, make_app
+from exporter.sources.errors import AuthError
+from exporter.sources.github.auth import AppAuth, Auth, TokenAuth, read_private_key
+from exporter.sources.github.client import GitHubClient, RateBudget
+from exporter.sources.github.poller import RepositoryPoller
+from exporter.sources.retry import Backoff
+from exporter.state import Store
+from exporter.telemetry import Telemetry
+
+log = get_logger(__name__)
+USER_AGENT = "ci-pipeline-exporter"
+
+
+def build_auth(github: GitHubConfig, environ: Mapping[str, str], http: httpx.Client) -> Auth:
+    """Raises ConfigError naming the key when the secret is not available."""
+    if github.app is not None:
+        try:
+            key = read_private_key(github.app.private_key_file)
+        except AuthError as exc:
+            raise ConfigError(f"github.app.private_key_file: {exc}") from None
+        return AppAuth(github.app.app_id, github.app.installation_id, key, github.api_url, http)
+    if github.token_file:
+        try:
+            token = Path(github.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"github.token_file: cannot read {github.token_file}: {exc.strerror}"
+            ) from None
+    else:
+        token = environ.get(github.token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"github.token_env: environment variable {github.token_env} is not set"
+            )
+    SECRETS.add(token)
+    return TokenAuth(token)
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        environ: Mapping[str, str] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        environ = os.environ if environ is None else environ
+        self.config = config
+        self.store = Store(config.state.path, config.limits.max_series_per_metric)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.telemetry = Telemetry(self.registry)
+        self.registry.register(StoreCollector(self.store, config))
+        self.jobs: list[SourceJob] = []
+        self.pollers: list[RepositoryPoller] = []
+        self.http: httpx.Client | None = None
+        if config.registries:
+            log.warning(
+                "registries are configured but image polling is not available in this version"
+            )
+        if config.github is not None and config.github.repositories:
+            gh = config.github
+            self.http = httpx.Client(
+                timeout=httpx.Timeout(gh.timeout, connect=min(10.0, gh.timeout)),
+                headers={"User-Agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
+            )
+            try:
+                auth = build_auth(gh, environ, self.http)
+            except ConfigError:
+                self.close()
+                raise
+            self.budget = RateBudget(gh.rate_limit_reserve)
+            client = GitHubClient(
+                gh.api_url,
+                auth,
+                http=self.http,
+                telemetry=self.telemetry,
+                cache=self.store,
+                budget=self.budget,
+                max_retries=gh.max_retries,
+                backoff=backoff,
+            )
+            self.github = client
+            for repo in gh.repositories:
+                extra = [t.branch for t in config.targets if t.repository == repo.name]
+                poller = RepositoryPoller(
+                    repo, gh, client, self.store, self.telemetry, extra_branches=extra
+                )
+                self.pollers.append(poller)
+                self.jobs.append(
+                    SourceJob(poller.source, poller.poll, gh.poll_interval, self.budget)
+                )
+        self.readiness = Readiness(job.source for job in self.jobs)
+        self.runner = PollRunner(self.telemetry, self.readiness)
+        self.scheduler: Scheduler | None = None
+        self.server: HttpServer | None = None
+
+    def prune(self) -> None:
+        if self.config.github is None:
+            return
+        gh = self.config.github
+        # Older than anything a window can reach again, with a day of margin.
+        before = time.time() - gh.lookback - gh.rerun_window - 86400
+        removed = self.store.prune_observed(before)
+        if removed:
+            log.info("pruned observed ids", removed=removed)
+
+    def poll_once(self) -> bool:
+        """Every source once, sequentially; True when all succeeded."""
+        results = [self.runner.run(job, force=True) for job in self.jobs]
+        self.prune()
+        return all(results)
+
+    def start(self, listen: str | None = None) -> None:
+        host, port = parse_listen(listen or self.config.listen)
+        self.server = HttpServer(host, port, make_app(self.registry, self.readiness))
+        self.server.start()
+        self.scheduler = Scheduler(self.runner, self.jobs, max_workers=4)
+        self.scheduler.start()
+        log.info("serving", listen=f"{host}:{self.server.port}", sources=len(self.jobs))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop polling (the poll in progress ends at its next run), finish the write in progress,
+        close the store."""
+        for poller in self.pollers:
+            poller.stop()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + timeout
+        for job in self.jobs:
+            remaining = max(0.0, deadline - time.monotonic())
+            if job.lock.acquire(timeout=remaining):
+                job.lock.release()
+        if self.server is not None:
+            self.server.stop()
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+        if self.http is not None:
+            self.http.close()

@@ -1,0 +1,239 @@
+"""Commands and exit codes: 0 success, 1 a source failed, 2 usage or configuration errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import generate_latest
+
+from exporter import __version__
+from exporter.config import DEFAULT_LISTEN, ConfigError, effective_config, load_config, parse_listen
+from exporter.logging import configure_logging, get_logger
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+log = get_logger("exporter.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _env_default(name: str, default: str | None) -> str | None:
+    return os.environ.get(f"CIPE_CLI_{name}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=_env_default("LOG_FORMAT", None),
+        help="log line format (env CIPE_CLI_LOG_FORMAT; default: console on a terminal, else json)",
+    )
+    common.add_argument(
+        "--log-level",
+        default=_env_default("LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error"),
+        help="minimum level (env CIPE_CLI_LOG_LEVEL; default: %(default)s)",
+    )
+    parser = _Parser(prog="ci-pipeline-exporter", description=__doc__, parents=[common])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", parents=[common], help="the long-running exporter")
+    serve.add_argument("--config", required=True, help="YAML configuration file")
+    serve.add_argument(
+        "--listen", help=f"HOST:PORT (default: the config's listen, {DEFAULT_LISTEN})"
+    )
+
+    demo = sub.add_parser("demo", parents=[common], help="the exporter against built-in simulators")
+    demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default: %(default)s)")
+    demo.add_argument(
+        "--scenario",
+        default="seed",
+        help="seed, optimized, regression or journey (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--seed", type=int, default=1, help="random seed of the scenario (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=300.0,
+        help="simulated seconds per real second (default: %(default)s)",
+    )
+    demo.add_argument("--state", help="state file (default: a temporary directory)")
+
+    once = sub.add_parser(
+        "once", parents=[common], help="poll every source once and print the metrics"
+    )
+    once.add_argument("--config", required=True, help="YAML configuration file")
+
+    check = sub.add_parser(
+        "check-config", parents=[common], help="validate and print the effective config"
+    )
+    check.add_argument("file", help="YAML configuration file")
+
+    simulate = sub.add_parser(
+        "simulate", parents=[common], help="run the GitHub Actions simulator alone"
+    )
+    simulate.add_argument(
+        "--listen", default="127.0.0.1:0", help="HOST:PORT (default: %(default)s)"
+    )
+    simulate.add_argument("--scenario", default="seed")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--speed", type=float, default=0.0)
+    simulate.add_argument("--repository", action="append", help="owner/name (repeatable)")
+    simulate.add_argument("--token", default="sim-token")
+    simulate.add_argument("--app", help="APP_ID:INSTALLATION_ID:PUBLIC_KEY_FILE for App auth")
+    return parser
+
+
+def _install_sigterm(stop: threading.Event) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from exporter.app import App
+
+    config = load_config(args.config)
+    app = App(config)
+    try:
+        ok = app.poll_once()
+        sys.stdout.write(generate_latest(app.registry).decode())
+    finally:
+        app.close()
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> int:
+    app.start(listen)
+    stop.wait()
+    log.info("stopping")
+    app.stop()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exporter.app import App
+
+    config = load_config(args.config)
+    if args.listen:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}") from None
+    stop = threading.Event()
+    _install_sigterm(stop)
+    app = App(config)
+    return _serve_until_stopped(app, args.listen, stop)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo import Demo
+
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {exc}") from None
+    stop = threading.Event()
+    _install_sigterm(stop)
+    state_dir = args.state or tempfile.mkdtemp(prefix="cipe-demo-")
+    demo = Demo(
+        scenario=args.scenario,
+        seed=args.seed,
+        speed=args.speed,
+        state_path=str(Path(state_dir) / "state.db") if not args.state else args.state,
+    )
+    demo.start(f"{host}:{port}")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    print(
+        f"ci-pipeline-exporter demo: http://{shown}:{demo.port}/metrics "
+        f"(scenario {args.scenario}; GitHub simulator at {demo.github_url})",
+        flush=True,
+    )
+    stop.wait()
+    demo.stop()
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from exporter.simulator.github import GitHubSimulator
+
+    host, port = parse_listen(args.listen)
+    app = None
+    if args.app:
+        app_id, installation, key_file = args.app.split(":", 2)
+        app = (int(app_id), int(installation), Path(key_file).read_text(encoding="utf-8"))
+    sim = GitHubSimulator(
+        args.scenario,
+        seed=args.seed,
+        speed=args.speed,
+        token=args.token,
+        app=app,
+        repositories=tuple(args.repository or ["acme/webapp"]),
+        host=host,
+        port=port,
+    ).start()
+    print(json.dumps({"url": sim.url}), flush=True)
+    stop = threading.Event()
+    _install_sigterm(stop)
+    stop.wait()
+    sim.stop()
+    return EXIT_OK
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "demo": cmd_demo,
+    "once": cmd_once,
+    "check-config": cmd_check_config,
+    "simulate": cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"ci-pipeline-exporter: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # Typically the listen address is taken; an operator's error, not a crash.
+        print(f"ci-pipeline-exporter: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    start = time.time()
+    raise SystemExit(main())

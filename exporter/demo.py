@@ -1,0 +1,74 @@
+"""`demo`: the simulators on loopback and the real exporter against them through its HTTP clients."""
+
+from __future__ import annotations
+
+from exporter.app import App
+from exporter.config import validate_config
+from exporter.simulator.github import GitHubSimulator
+from exporter.simulator.scenarios import SCENARIOS
+
+DEMO_TOKEN = "demo-token-not-secret"
+DEMO_REPOSITORY = "acme/webapp"
+
+
+class Demo:
+    def __init__(
+        self,
+        scenario: str = "seed",
+        seed: int = 1,
+        speed: float = 300.0,
+        state_path: str = ":memory:",
+    ) -> None:
+        if scenario not in SCENARIOS:
+            from exporter.config import ConfigError
+
+            raise ConfigError(
+                f"--scenario: unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})"
+            )
+        self.github = GitHubSimulator(
+            scenario, seed=seed, speed=speed, token=DEMO_TOKEN, repositories=(DEMO_REPOSITORY,)
+        ).start()
+        sim = SCENARIOS[scenario]
+        config = validate_config(
+            {
+                "state": {"path": state_path},
+                "github": {
+                    "api_url": self.github.url,
+                    "token_env": "CIPE_DEMO_TOKEN",
+                    "poll_interval": "2s",
+                    "lookback": f"{int(sim.history_runs * sim.run_interval + 86400)}s",
+                    "timeout": "10s",
+                    "repositories": [
+                        {
+                            "name": DEMO_REPOSITORY,
+                            "workflows": [sim.workflow_name],
+                            "branches": ["main"],
+                        }
+                    ],
+                },
+                "targets": [
+                    {
+                        "repository": DEMO_REPOSITORY,
+                        "workflow": sim.workflow_name,
+                        "branch": "main",
+                        "target": {"lower": "10m", "upper": "12m"},
+                        "baseline": {"lower": "23m", "upper": "27m"},
+                    }
+                ],
+            }
+        )
+        self.app = App(config, environ={"CIPE_DEMO_TOKEN": DEMO_TOKEN})
+        self.port = 0
+
+    @property
+    def github_url(self) -> str:
+        return self.github.url
+
+    def start(self, listen: str) -> None:
+        self.app.start(listen)
+        assert self.app.server is not None
+        self.port = self.app.server.port
+
+    def stop(self) -> None:
+        self.app.stop()
+        self.github.stop()

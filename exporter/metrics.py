@@ -1,0 +1,266 @@
+"""Every metric's name, type, help, labels and buckets: the single source of truth.
+
+Collectors, the docs generator (`docs/metrics.md`) and the dashboard/rule checks all read this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+MetricType = Literal["histogram", "gauge", "counter"]
+
+# Wall times of runs and jobs: seconds up to two hours; target/baseline bounds are added per config.
+RUN_BUCKETS = (30, 60, 120, 180, 300, 420, 600, 720, 900, 1200, 1500, 1800, 2400, 3600, 5400, 7200)
+QUEUE_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+STEP_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600)
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+    # Labels whose values fold into "other" when the metric reaches its series cap.
+    foldable: tuple[str, ...] = ()
+    group: str = "pipeline"
+    # Whether configured target/baseline bounds are added to the buckets.
+    target_buckets: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exposed_name(self) -> str:
+        """The name as in the exposition (counters carry `_total`)."""
+        return self.name
+
+    def series_names(self) -> tuple[str, ...]:
+        if self.type == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+_POLL_NOTE = "Updated by a background poll of the GitHub API (github.poll_interval)."
+
+RUN_DURATION = MetricSpec(
+    "cicd_pipeline_run_duration_seconds",
+    "histogram",
+    "Wall time of a completed run attempt: first job start (or run_started_at) to last job "
+    "completion. " + _POLL_NOTE,
+    ("repository", "workflow", "branch", "event", "result"),
+    RUN_BUCKETS,
+    target_buckets=True,
+)
+RUN_CRITICAL_PATH = MetricSpec(
+    "cicd_pipeline_run_critical_path_seconds",
+    "histogram",
+    "Execution seconds along the run's critical path (the needs: chain, or inferred from job "
+    "timestamps), ending at the last job to finish. " + _POLL_NOTE,
+    ("repository", "workflow", "branch", "result"),
+    RUN_BUCKETS,
+    target_buckets=True,
+)
+RUN_CRITICAL_PATH_SOURCE = MetricSpec(
+    "cicd_pipeline_run_critical_path_source_total",
+    "counter",
+    "Completed run attempts by how their critical path was found: needs (the workflow file's "
+    "needs: graph) or timestamps (inferred when the file could not be read or mapped).",
+    ("repository", "workflow", "source"),
+)
+RUN_LAST_DURATION = MetricSpec(
+    "cicd_pipeline_run_last_duration_seconds",
+    "gauge",
+    "Wall time of the latest completed run. " + _POLL_NOTE,
+    ("repository", "workflow", "branch"),
+)
+RUN_LAST_CRITICAL_PATH_JOB = MetricSpec(
+    "cicd_pipeline_run_last_critical_path_job_seconds",
+    "gauge",
+    "Execution seconds of each critical-path job in the latest completed run.",
+    ("repository", "workflow", "branch", "job"),
+    foldable=("job",),
+)
+RUN_ACTIVE = MetricSpec(
+    "cicd_pipeline_run_active",
+    "gauge",
+    "Runs now pending (queued, waiting, requested) or executing (in_progress). " + _POLL_NOTE,
+    ("repository", "workflow", "state"),
+)
+JOB_DURATION = MetricSpec(
+    "cicd_pipeline_task_run_duration_seconds",
+    "histogram",
+    "Job execution: started_at to completed_at.",
+    ("repository", "workflow", "branch", "job", "result", "runner"),
+    RUN_BUCKETS,
+    foldable=("job", "runner"),
+)
+JOB_QUEUE = MetricSpec(
+    "cicd_pipeline_task_run_queue_seconds",
+    "histogram",
+    "Job queue time: created_at to started_at.",
+    ("repository", "workflow", "branch", "job", "runner"),
+    QUEUE_BUCKETS,
+    foldable=("job", "runner"),
+)
+JOB_LAST_DURATION = MetricSpec(
+    "cicd_pipeline_task_run_last_duration_seconds",
+    "gauge",
+    "Execution seconds of the latest completed run of each job.",
+    ("repository", "workflow", "branch", "job"),
+    foldable=("job",),
+)
+STEP_DURATION = MetricSpec(
+    "cicd_pipeline_task_step_duration_seconds",
+    "histogram",
+    "Step execution: started_at to completed_at (0 for steps without timestamps).",
+    ("repository", "workflow", "job", "step", "result"),
+    STEP_BUCKETS,
+    foldable=("job", "step"),
+)
+TARGET = MetricSpec(
+    "cicd_pipeline_target_duration_seconds",
+    "gauge",
+    "Configured target for the run duration (targets[].target).",
+    ("repository", "workflow", "branch", "bound"),
+)
+BASELINE = MetricSpec(
+    "cicd_pipeline_baseline_duration_seconds",
+    "gauge",
+    "Configured baseline for the run duration (targets[].baseline).",
+    ("repository", "workflow", "branch", "bound"),
+)
+
+PIPELINE_METRICS = (
+    RUN_DURATION,
+    RUN_CRITICAL_PATH,
+    RUN_CRITICAL_PATH_SOURCE,
+    RUN_LAST_DURATION,
+    RUN_LAST_CRITICAL_PATH_JOB,
+    RUN_ACTIVE,
+    JOB_DURATION,
+    JOB_QUEUE,
+    JOB_LAST_DURATION,
+    STEP_DURATION,
+    TARGET,
+    BASELINE,
+)
+
+BUILD_INFO = MetricSpec(
+    "ci_pipeline_exporter_build_info",
+    "gauge",
+    "Always 1; the exporter's version.",
+    ("version", "python_version"),
+    group="exporter",
+)
+UP = MetricSpec(
+    "ci_pipeline_exporter_up",
+    "gauge",
+    "1 when the source's last poll succeeded, else 0.",
+    ("source",),
+    group="exporter",
+)
+LAST_SUCCESS = MetricSpec(
+    "ci_pipeline_exporter_last_success_timestamp_seconds",
+    "gauge",
+    "End of the source's last successful poll (Unix time).",
+    ("source",),
+    group="exporter",
+)
+POLL_DURATION = MetricSpec(
+    "ci_pipeline_exporter_poll_duration_seconds",
+    "histogram",
+    "Duration of one poll of a source.",
+    ("source",),
+    POLL_BUCKETS,
+    group="exporter",
+)
+POLL_ERRORS = MetricSpec(
+    "ci_pipeline_exporter_poll_errors_total",
+    "counter",
+    "Failed polls and skipped items by reason (http_5xx, rate_limited, transport, malformed, ...).",
+    ("source", "reason"),
+    group="exporter",
+)
+API_REQUESTS = MetricSpec(
+    "ci_pipeline_exporter_api_requests_total",
+    "counter",
+    "HTTP requests to the GitHub API and registries by templated endpoint and status code "
+    "(304 = answered from the ETag cache).",
+    ("api", "endpoint", "code"),
+    group="exporter",
+)
+RATE_REMAINING = MetricSpec(
+    "ci_pipeline_exporter_github_rate_limit_remaining",
+    "gauge",
+    "x-ratelimit-remaining of the latest GitHub response.",
+    ("resource",),
+    group="exporter",
+)
+RATE_LIMIT = MetricSpec(
+    "ci_pipeline_exporter_github_rate_limit_limit",
+    "gauge",
+    "x-ratelimit-limit of the latest GitHub response.",
+    ("resource",),
+    group="exporter",
+)
+SERIES_DROPPED = MetricSpec(
+    "ci_pipeline_exporter_series_dropped_total",
+    "counter",
+    'Observations whose labels were folded into "other" because the metric reached its '
+    "series cap (limits.max_series_per_metric).",
+    ("metric",),
+    group="exporter",
+)
+RUNS_OBSERVED = MetricSpec(
+    "ci_pipeline_exporter_runs_observed_total",
+    "counter",
+    "Completed run attempts recorded (each exactly once, kept across restarts).",
+    ("repository",),
+    group="exporter",
+)
+POLLS_DEFERRED = MetricSpec(
+    "ci_pipeline_exporter_polls_deferred_total",
+    "counter",
+    "Polls skipped to save GitHub rate-limit budget (remaining below the reserve, or slowed).",
+    ("source",),
+    group="exporter",
+)
+
+EXPORTER_METRICS = (
+    BUILD_INFO,
+    UP,
+    LAST_SUCCESS,
+    POLL_DURATION,
+    POLL_ERRORS,
+    API_REQUESTS,
+    RATE_REMAINING,
+    RATE_LIMIT,
+    SERIES_DROPPED,
+    RUNS_OBSERVED,
+    POLLS_DEFERRED,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + EXPORTER_METRICS
+
+
+def by_name(name: str) -> MetricSpec:
+    for spec in ALL_METRICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def all_series_names() -> set[str]:
+    """Every sample name the exporter can emit (histograms as _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for spec in ALL_METRICS:
+        names.update(spec.series_names())
+    return names
+
+
+def with_bounds(buckets: Iterable[float], extra: Iterable[float]) -> tuple[float, ...]:
+    """Bucket bounds including every configured target and baseline bound."""
+    return tuple(sorted({float(b) for b in buckets} | {float(b) for b in extra}))

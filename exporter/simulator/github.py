@@ -1,0 +1,644 @@
+"""A GitHub Actions REST API on loopback, driven by a scenario: the endpoints the exporter calls,
+with filters, pagination, ETags, rate-limit headers, App installation tokens, injected faults, a
+request log and the ground truth of what it served.
+
+Control endpoints (not part of GitHub's API) live under `/_sim/`:
+`GET /_sim/truth`, `GET /_sim/requests`, `POST /_sim/requests/clear`, `POST /_sim/advance?seconds=N`,
+`POST /_sim/faults` (JSON body, see `Faults`), `GET /_sim/clock`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+
+from exporter.simulator.clock import SimClock
+from exporter.simulator.model import SimRun, Timeline
+from exporter.simulator.render import job_payload, run_payload
+from exporter.simulator.scenarios import SCENARIOS, Scenario
+from exporter.timeutil import format_timestamp, parse_timestamp
+
+SEARCH_CAP = 1000
+
+
+@dataclass
+class Faults:
+    """Probabilities per API request (seeded, so a test run is repeatable)."""
+
+    error_rate: float = 0.0  # 500/502/503
+    rate_limit_rate: float = 0.0  # 403 secondary rate limit
+    retry_after: bool | None = None  # with retry-after: always, never, or None for either
+    latency_rate: float = 0.0
+    latency_seconds: float = 5.0
+    malformed_rate: float = 0.0  # 200 with a body that is not JSON
+    truncate_rate: float = 0.0  # 200 with half the JSON body
+    seed: int = 0
+    path_pattern: str = ""  # only paths matching this regex (default: every API path)
+
+
+class _Route:
+    def __init__(
+        self, method: str, pattern: str, handler: Callable[..., tuple[int, Any, dict[str, str]]]
+    ) -> None:
+        self.method = method
+        self.pattern = re.compile("^" + pattern + "$")
+        self.handler = handler
+
+
+class GitHubSimulator:
+    def __init__(
+        self,
+        scenario: str | Scenario = "seed",
+        *,
+        seed: int = 1,
+        repositories: tuple[str, ...] = ("acme/webapp",),
+        token: str = "sim-token",
+        speed: float = 0.0,
+        start: float | None = None,
+        app: tuple[int, int, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit: int = 5000,
+    ) -> None:
+        self.scenario = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
+        self.seed = seed
+        self.token = token
+        self.app = app
+        self.clock = SimClock(math.floor(start if start is not None else time.time()), speed)
+        base_time = self.clock.now() - self.scenario.history_runs * self.scenario.run_interval
+        self.timelines = {
+            repo: Timeline(repo, self.scenario, seed, base_time, index)
+            for index, repo in enumerate(repositories)
+        }
+        self._by_index = {index: repo for index, repo in enumerate(repositories)}
+        self.requests: list[dict[str, Any]] = []
+        self.faults = Faults()
+        self._fault_rng = random.Random(0)
+        self._lock = threading.Lock()
+        self._installation_tokens: dict[str, float] = {}
+        self.rate_limit = rate_limit
+        self._remaining: dict[str, int] = {}
+        self.routes = [
+            _Route("GET", r"/rate_limit", self._rate_limit),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runs", self._list_runs),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runs/(\d+)", self._get_run),
+            _Route(
+                "GET", r"/repos/([^/]+/[^/]+)/actions/runs/(\d+)/attempts/(\d+)", self._get_attempt
+            ),
+            _Route(
+                "GET",
+                r"/repos/([^/]+/[^/]+)/actions/runs/(\d+)/attempts/(\d+)/jobs",
+                self._attempt_jobs,
+            ),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runs/(\d+)/jobs", self._run_jobs),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/contents/(.+)", self._contents),
+            _Route("POST", r"/app/installations/(\d+)/access_tokens", self._installation_token),
+        ]
+        simulator = self
+
+        class Handler(_Handler):
+            sim = simulator
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="github-sim", daemon=True
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
+
+    def start(self) -> GitHubSimulator:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def set_faults(self, faults: Faults) -> None:
+        with self._lock:
+            self.faults = faults
+            self._fault_rng = random.Random(faults.seed)
+
+    # -- ground truth -----------------------------------------------------------------------------
+    def truth(self, t: float | None = None) -> dict[str, Any]:
+        """Every attempt completed by t (default: now), with raw timestamps, and the runs active at
+        t; computed from the timeline, not from anything the exporter does."""
+        t = self.clock.now() if t is None else t
+        attempts: list[dict[str, Any]] = []
+        active: dict[str, dict[str, int]] = {}
+        for repo, timeline in self.timelines.items():
+            counts = {"pending": 0, "executing": 0}
+            for run in timeline.runs_until(t):
+                current = run.attempt_at(t)
+                if current is not None and t < current.end:
+                    counts["pending" if t < current.first_start else "executing"] += 1
+                for attempt in run.attempts:
+                    if attempt.created_at > t or attempt.end > t:
+                        continue
+                    attempts.append(
+                        {
+                            "repository": repo,
+                            "run_id": run.id,
+                            "attempt": attempt.number,
+                            "workflow": self.scenario.workflow_name,
+                            "branch": run.branch,
+                            "event": run.event,
+                            "conclusion": attempt.conclusion,
+                            "created_at": run.created_at,
+                            "critical_path": attempt.critical_path,
+                            "jobs": [
+                                {
+                                    "id": job.id,
+                                    "name": job.name,
+                                    "conclusion": job.conclusion,
+                                    "labels": list(job.labels),
+                                    "created_at": job.created_at,
+                                    "started_at": job.started_at,
+                                    "completed_at": job.completed_at,
+                                    "steps": [asdict(s) for s in job.steps],
+                                }
+                                for job in attempt.jobs
+                            ],
+                        }
+                    )
+            active[repo] = counts
+        return {"now": t, "attempts": attempts, "active": active}
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _find_run(self, repo: str, run_id: int) -> SimRun | None:
+        timeline = self.timelines.get(repo)
+        if timeline is None:
+            return None
+        relative = run_id - Timeline.RUN_ID_BASE
+        repo_index, rest = divmod(relative, 100_000_000)
+        if relative < 0 or self._by_index.get(repo_index) != repo or rest % 7:
+            return None
+        index = rest // 7
+        if timeline.created_at(index) > self.clock.now():
+            return None
+        return timeline.run(index)
+
+    def _base(self, handler: BaseHTTPRequestHandler) -> str:
+        return f"http://{handler.headers.get('Host') or '127.0.0.1'}"
+
+    # -- endpoints ----------------------------------------------------------------------------------
+    def _rate_limit(self, h: _Handler, q: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        key = h.identity or "anonymous"
+        remaining = self._remaining.get(key, self.rate_limit)
+        reset = int(time.time() // 3600 + 1) * 3600
+        core = {
+            "limit": self.rate_limit,
+            "remaining": remaining,
+            "reset": reset,
+            "used": self.rate_limit - remaining,
+        }
+        search = {"limit": 30, "remaining": 30, "reset": reset, "used": 0}
+        return 200, {"resources": {"core": core, "search": search}, "rate": core}, {}
+
+    def _list_runs(
+        self, h: _Handler, q: dict[str, str], repo: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        timeline = self.timelines.get(repo)
+        if timeline is None:
+            return 404, {"message": "Not Found"}, {}
+        t = self.clock.now()
+        runs = timeline.runs_until(t)
+        created = q.get("created")
+        if created:
+            low, high = _created_range(created)
+            runs = [r for r in runs if low <= r.created_at <= high]
+        for key in ("branch", "event"):
+            if key in q:
+                attr = "branch" if key == "branch" else "event"
+                runs = [r for r in runs if getattr(r, attr) == q[key]]
+        payloads = []
+        for run in sorted(runs, key=lambda r: r.created_at, reverse=True):
+            attempt = run.attempt_at(t)
+            assert attempt is not None
+            payloads.append(
+                run_payload(
+                    run,
+                    attempt,
+                    t,
+                    self._base(h),
+                    self.scenario.workflow_name,
+                    self.scenario.workflow_path,
+                )
+            )
+        if "status" in q:
+            payloads = [p for p in payloads if q["status"] in (p["status"], p["conclusion"])]
+        total = len(payloads)
+        filtered = any(
+            k in q for k in ("created", "status", "branch", "event", "actor", "head_sha")
+        )
+        if filtered:
+            payloads = payloads[:SEARCH_CAP]
+        return self._paginate(h, q, payloads, total, "workflow_runs")
+
+    def _paginate(
+        self, h: _Handler, q: dict[str, str], items: list[Any], total: int, key: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        per_page = max(1, min(100, int(q.get("per_page", "30") or 30)))
+        page = max(1, int(q.get("page", "1") or 1))
+        pages = max(1, math.ceil(len(items) / per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        headers: dict[str, str] = {}
+        if pages > 1:
+            path = urlsplit(h.path).path
+            links = []
+
+            def link(n: int, rel: str) -> str:
+                query = {**q, "per_page": str(per_page), "page": str(n)}
+                return f'<{self._base(h)}{path}?{urlencode(query)}>; rel="{rel}"'
+
+            if page < pages:
+                links += [link(page + 1, "next"), link(pages, "last")]
+            if page > 1:
+                links += [link(1, "first"), link(page - 1, "prev")]
+            headers["Link"] = ", ".join(links)
+        return 200, {"total_count": total, key: chunk}, headers
+
+    def _get_run(
+        self, h: _Handler, q: dict[str, str], repo: str, run_id: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        run = self._find_run(repo, int(run_id))
+        t = self.clock.now()
+        attempt = run.attempt_at(t) if run else None
+        if run is None or attempt is None:
+            return 404, {"message": "Not Found"}, {}
+        return (
+            200,
+            run_payload(
+                run,
+                attempt,
+                t,
+                self._base(h),
+                self.scenario.workflow_name,
+                self.scenario.workflow_path,
+            ),
+            {},
+        )
+
+    def _get_attempt(
+        self, h: _Handler, q: dict[str, str], repo: str, run_id: str, number: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        run = self._find_run(repo, int(run_id))
+        t = self.clock.now()
+        attempts = [
+            a
+            for a in (run.attempts if run else [])
+            if a.number == int(number) and a.created_at <= t
+        ]
+        if run is None or not attempts:
+            return 404, {"message": "Not Found"}, {}
+        return (
+            200,
+            run_payload(
+                run,
+                attempts[0],
+                t,
+                self._base(h),
+                self.scenario.workflow_name,
+                self.scenario.workflow_path,
+            ),
+            {},
+        )
+
+    def _jobs_of(
+        self, h: _Handler, q: dict[str, str], run: SimRun, numbers: list[int]
+    ) -> tuple[int, Any, dict[str, str]]:
+        t = self.clock.now()
+        items = []
+        for attempt in run.attempts:
+            if attempt.number not in numbers or attempt.created_at > t:
+                continue
+            for job in attempt.jobs:
+                if job.created_at <= t:
+                    items.append(
+                        job_payload(
+                            run, attempt, job, t, self._base(h), self.scenario.workflow_name
+                        )
+                    )
+        return self._paginate(h, q, items, len(items), "jobs")
+
+    def _attempt_jobs(
+        self, h: _Handler, q: dict[str, str], repo: str, run_id: str, number: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        run = self._find_run(repo, int(run_id))
+        t = self.clock.now()
+        if run is None or not any(
+            a.number == int(number) and a.created_at <= t for a in run.attempts
+        ):
+            return 404, {"message": "Not Found"}, {}
+        return self._jobs_of(h, q, run, [int(number)])
+
+    def _run_jobs(
+        self, h: _Handler, q: dict[str, str], repo: str, run_id: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        run = self._find_run(repo, int(run_id))
+        t = self.clock.now()
+        current = run.attempt_at(t) if run else None
+        if run is None or current is None:
+            return 404, {"message": "Not Found"}, {}
+        numbers = [a.number for a in run.attempts] if q.get("filter") == "all" else [current.number]
+        return self._jobs_of(h, q, run, numbers)
+
+    def _contents(
+        self, h: _Handler, q: dict[str, str], repo: str, path: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        timeline = self.timelines.get(repo)
+        ref = q.get("ref", "")
+        if timeline is None or path != self.scenario.workflow_path:
+            return 404, {"message": "Not Found"}, {}
+        run = next((r for r in timeline.runs_until(self.clock.now()) if r.head_sha == ref), None)
+        if run is None:
+            return 404, {"message": "No commit found for the ref " + ref}, {}
+        content = run.workflow_text.encode()
+        api = f"{self._base(h)}/repos/{repo}/contents/{path}?ref={ref}"
+        return (
+            200,
+            {
+                "type": "file",
+                "encoding": "base64",
+                "size": len(content),
+                "name": path.rsplit("/", 1)[-1],
+                "path": path,
+                "content": base64.encodebytes(content).decode(),
+                "sha": run.blob_sha,
+                "url": api,
+                "git_url": None,
+                "html_url": None,
+                "download_url": None,
+                "_links": {"self": api, "git": None, "html": None},
+            },
+            {},
+        )
+
+    def _installation_token(
+        self, h: _Handler, q: dict[str, str], installation: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self.app is None or int(installation) != self.app[1]:
+            return 404, {"message": "Not Found"}, {}
+        app_id, _, public_key = self.app
+        auth = h.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        try:
+            claims = jwt.decode(
+                token, public_key, algorithms=["RS256"], options={"require": ["exp", "iat", "iss"]}
+            )
+        except jwt.PyJWTError as exc:
+            return (
+                401,
+                {"message": f"A JSON web token could not be decoded: {type(exc).__name__}"},
+                {},
+            )
+        if str(claims.get("iss")) != str(app_id) or claims["exp"] - claims["iat"] > 660:
+            return 401, {"message": "'Issuer' claim or expiry is invalid"}, {}
+        minted = "ghs_" + secrets.token_hex(18)
+        expires = time.time() + 3600
+        with self._lock:
+            self._installation_tokens[minted] = expires
+        return (
+            201,
+            {
+                "token": minted,
+                "expires_at": format_timestamp(expires),
+                "permissions": {"actions": "read", "contents": "read"},
+                "repository_selection": "all",
+            },
+            {},
+        )
+
+    # -- request plumbing ---------------------------------------------------------------------------
+    def authorized(self, header: str) -> str | None:
+        """The identity behind an Authorization header, or None."""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not value:
+            return None
+        value = value.strip()
+        if value == self.token:
+            return "pat"
+        with self._lock:
+            expires = self._installation_tokens.get(value)
+        if expires is not None and expires > time.time():
+            return "installation"
+        return None
+
+    def draw_fault(self, path: str) -> str | None:
+        with self._lock:
+            f = self.faults
+            if f.path_pattern and not re.search(f.path_pattern, path):
+                return None
+            roll = self._fault_rng.random
+            if f.latency_rate and roll() < f.latency_rate:
+                return "latency"
+            for name, rate in (
+                ("error", f.error_rate),
+                ("rate_limit", f.rate_limit_rate),
+                ("malformed", f.malformed_rate),
+                ("truncate", f.truncate_rate),
+            ):
+                if rate and roll() < rate:
+                    return name
+            return None
+
+    def fault_retry_after(self) -> bool:
+        with self._lock:
+            if self.faults.retry_after is None:
+                return self._fault_rng.random() < 0.5
+            return self.faults.retry_after
+
+    def spend(self, identity: str | None) -> tuple[int, int]:
+        key = identity or "anonymous"
+        with self._lock:
+            remaining = max(0, self._remaining.get(key, self.rate_limit) - 1)
+            self._remaining[key] = remaining
+        return remaining, int(time.time() // 3600 + 1) * 3600
+
+    def peek_remaining(self, identity: str | None) -> int:
+        with self._lock:
+            return self._remaining.get(identity or "anonymous", self.rate_limit)
+
+    def log_request(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def control(self, method: str, path: str, q: dict[str, str], body: bytes) -> tuple[int, Any]:
+        if path == "/_sim/truth":
+            return 200, self.truth(float(q["t"]) if "t" in q else None)
+        if path == "/_sim/requests":
+            with self._lock:
+                return 200, list(self.requests)
+        if path == "/_sim/requests/clear" and method == "POST":
+            with self._lock:
+                self.requests.clear()
+            return 200, {"cleared": True}
+        if path == "/_sim/advance" and method == "POST":
+            return 200, {"now": self.clock.advance(float(q.get("seconds", "0")))}
+        if path == "/_sim/clock":
+            return 200, {"now": self.clock.now(), "speed": self.clock.speed}
+        if path == "/_sim/faults" and method == "POST":
+            data = json.loads(body or b"{}")
+            known = {f.name for f in fields(Faults)}
+            self.set_faults(Faults(**{k: v for k, v in data.items() if k in known}))
+            return 200, asdict(self.faults)
+        return 404, {"message": "unknown control endpoint"}
+
+
+def _created_range(expression: str) -> tuple[float, float]:
+    """GitHub's search date syntax: `>=T`, `>T`, `<=T`, `<T`, `A..B` (with `*`), or a day."""
+
+    def point(text: str, end: bool) -> float:
+        if text == "*":
+            return math.inf if end else -math.inf
+        value = parse_timestamp(text if "T" in text else text + "T00:00:00Z")
+        if value is None:
+            raise ValueError(text)
+        if "T" not in text and end:
+            value += 86399
+        return value
+
+    expression = expression.strip()
+    for op in (">=", "<=", ">", "<"):
+        if expression.startswith(op):
+            value = point(expression[len(op) :], op.startswith("<"))
+            return {
+                ">=": (value, math.inf),
+                ">": (value + 1, math.inf),
+                "<=": (-math.inf, value),
+                "<": (-math.inf, value - 1),
+            }[op]
+    if ".." in expression:
+        a, b = expression.split("..", 1)
+        return point(a, False), point(b, True)
+    return point(expression, False), point(expression, True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sim: GitHubSimulator
+    protocol_version = "HTTP/1.1"
+    identity: str | None = None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The request log is kept in memory for the tests, not printed."""
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        sim = self.sim
+        split = urlsplit(self.path)
+        path = split.path
+        query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if path.startswith("/_sim/"):
+            status, answer = sim.control(method, path, query, body)
+            self._send(status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+            return
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "query": split.query,
+            "t": time.time(),
+            "conditional": "If-None-Match" in self.headers,
+        }
+        route_match = None
+        for route in sim.routes:
+            found = route.pattern.match(path)
+            if found and route.method == method:
+                route_match = (route, found)
+                break
+        is_token_request = path.startswith("/app/")
+        self.identity = (
+            None if is_token_request else sim.authorized(self.headers.get("Authorization", ""))
+        )
+        entry["authorized"] = bool(self.identity) or is_token_request
+        fault = sim.draw_fault(path)
+        if fault == "latency":
+            time.sleep(sim.faults.latency_seconds)
+            fault = None
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "X-GitHub-Api-Version-Selected": "2022-11-28",
+        }
+        extra: dict[str, str]
+        payload: Any
+        if route_match is None:
+            status, payload, extra = 404, {"message": "Not Found"}, {}
+        elif not is_token_request and self.identity is None:
+            status, payload, extra = 401, {"message": "Bad credentials"}, {}
+        elif fault == "error":
+            status, payload, extra = random.choice([500, 502, 503]), {"message": "Server Error"}, {}
+        elif fault == "rate_limit":
+            status = 403
+            payload = {
+                "message": "You have exceeded a secondary rate limit. Please wait a few "
+                "minutes before you try again."
+            }
+            extra = {"retry-after": "1"} if sim.fault_retry_after() else {}
+        else:
+            route, found = route_match
+            try:
+                status, payload, extra = route.handler(self, query, *found.groups())
+            except (ValueError, KeyError) as exc:
+                status, payload, extra = 422, {"message": f"Validation Failed: {exc}"}, {}
+        headers.update(extra)
+        raw = json.dumps(payload, separators=(",", ":")).encode()
+        if status == 200:
+            etag = 'W/"' + hashlib.sha256(raw).hexdigest()[:40] + '"'
+            headers["ETag"] = etag
+            if self.headers.get("If-None-Match") == etag:
+                status, raw = 304, b""
+        if self.identity is not None:
+            remaining = (
+                sim.peek_remaining(self.identity) if status == 304 else sim.spend(self.identity)[0]
+            )
+            headers.update(
+                {
+                    "x-ratelimit-limit": str(sim.rate_limit),
+                    "x-ratelimit-remaining": str(remaining),
+                    "x-ratelimit-used": str(sim.rate_limit - remaining),
+                    "x-ratelimit-reset": str(int(time.time() // 3600 + 1) * 3600),
+                    "x-ratelimit-resource": "core",
+                }
+            )
+        if status == 200 and fault == "malformed":
+            raw = b"<html><body>Unicorn! This page is taking too long to load.</body></html>"
+        elif status == 200 and fault == "truncate":
+            raw = raw[: len(raw) // 2]
+        entry["status"] = status
+        entry["fault"] = fault
+        sim.log_request(entry)
+        self._send(status, raw, headers)

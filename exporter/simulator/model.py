@@ -1,0 +1,252 @@
+"""The simulated timeline: runs, attempts, jobs and steps with exact timestamps, generated
+deterministically from a scenario and a seed, and the state of each at any simulated moment."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from dataclasses import dataclass, field
+
+from exporter.simulator.scenarios import JobSpec, Scenario, git_blob_sha, rng_for, workflow_yaml
+
+
+@dataclass
+class SimStep:
+    name: str
+    number: int
+    conclusion: str
+    started_at: float | None
+    completed_at: float | None
+
+
+@dataclass
+class SimJob:
+    id: int
+    name: str
+    spec_id: str
+    labels: tuple[str, ...]
+    created_at: float
+    started_at: float
+    completed_at: float
+    conclusion: str
+    steps: list[SimStep]
+
+
+@dataclass
+class SimAttempt:
+    number: int
+    created_at: float
+    jobs: list[SimJob]
+    conclusion: str
+    critical_path: list[str]
+
+    @property
+    def first_start(self) -> float:
+        return min(j.started_at for j in self.jobs)
+
+    @property
+    def end(self) -> float:
+        return max(j.completed_at for j in self.jobs)
+
+    def events_until(self, t: float) -> float:
+        """The latest moment ≤ t at which something about this attempt changed."""
+        times = [self.created_at]
+        for job in self.jobs:
+            times.extend(x for x in (job.created_at, job.started_at, job.completed_at) if x <= t)
+        return max(x for x in times if x <= t)
+
+
+@dataclass
+class SimRun:
+    repository: str
+    index: int
+    id: int
+    run_number: int
+    created_at: float
+    branch: str
+    event: str
+    head_sha: str
+    workflow_text: str
+    attempts: list[SimAttempt] = field(default_factory=list)
+
+    @property
+    def blob_sha(self) -> str:
+        return git_blob_sha(self.workflow_text.encode())
+
+    def attempt_at(self, t: float) -> SimAttempt | None:
+        visible = [a for a in self.attempts if a.created_at <= t]
+        return visible[-1] if visible else None
+
+
+def _topological(jobs: tuple[JobSpec, ...]) -> list[JobSpec]:
+    by_id = {j.id: j for j in jobs}
+    done: list[JobSpec] = []
+    seen: set[str] = set()
+
+    def visit(job: JobSpec) -> None:
+        if job.id in seen:
+            return
+        seen.add(job.id)
+        for need in job.needs:
+            visit(by_id[need])
+        done.append(job)
+
+    for job in jobs:
+        visit(job)
+    return done
+
+
+class Timeline:
+    """All runs of one repository under one scenario."""
+
+    RUN_ID_BASE = 10_000_000_000  # beyond 2^31, as real ids are
+
+    def __init__(
+        self, repository: str, scenario: Scenario, seed: int, base_time: float, repo_index: int = 0
+    ) -> None:
+        self.repository = repository
+        self.scenario = scenario
+        self.seed = seed
+        self.base_time = base_time
+        self.repo_index = repo_index
+        self._runs: dict[int, SimRun] = {}
+        self._lock = threading.Lock()
+
+    def created_at(self, index: int) -> float:
+        rng = rng_for(self.seed, self.repository, "created", index)
+        return math.floor(
+            self.base_time
+            + index * self.scenario.run_interval
+            + rng.uniform(0, self.scenario.run_interval * 0.2)
+        )
+
+    def runs_until(self, t: float) -> list[SimRun]:
+        """Runs created at or before t, oldest first."""
+        runs = []
+        index = 0
+        while self.created_at(index) <= t:
+            runs.append(self.run(index))
+            index += 1
+        return runs
+
+    def run(self, index: int) -> SimRun:
+        with self._lock:
+            found = self._runs.get(index)
+            if found is None:
+                found = self._generate(index)
+                self._runs[index] = found
+            return found
+
+    def _generate(self, index: int) -> SimRun:
+        scenario = self.scenario
+        rng = rng_for(self.seed, self.repository, "run", index)
+        created = self.created_at(index)
+        if rng.random() < scenario.pr_rate:
+            branch, event = f"feature/change-{index % 7}", "pull_request"
+        else:
+            branch, event = "main", "push"
+        specs = scenario.jobs_for(index)
+        text = workflow_yaml(scenario, specs)
+        run_id = self.RUN_ID_BASE + self.repo_index * 100_000_000 + index * 7
+        run = SimRun(
+            repository=self.repository,
+            index=index,
+            id=run_id,
+            run_number=index + 1,
+            created_at=created,
+            branch=branch,
+            event=event,
+            head_sha=hashlib.sha1(f"{self.repository}:{self.seed}:{index}".encode()).hexdigest(),
+            workflow_text=text,
+        )
+        fails = rng.random() < scenario.failure_rate
+        first = self._schedule(run, specs, 1, created, rng, "test-suite" if fails else None)
+        run.attempts.append(first)
+        if fails and rng.random() < scenario.rerun_rate:
+            start = math.floor(first.end + rng.uniform(60, 300))
+            run.attempts.append(self._schedule(run, specs, 2, start, rng, None))
+        return run
+
+    def _schedule(
+        self,
+        run: SimRun,
+        specs: tuple[JobSpec, ...],
+        number: int,
+        t0: float,
+        rng: object,
+        fail_job: str | None,
+    ) -> SimAttempt:
+        import random
+
+        assert isinstance(rng, random.Random)
+        done: dict[str, SimJob] = {}
+        gate: dict[str, str | None] = {}
+        used_ends: set[float] = set()
+        low, high = self.scenario.queue_range
+        for position, spec in enumerate(_topological(specs)):
+            job_id = run.id * 100 + number * 20 + position
+            deps = [done[n] for n in spec.needs]
+            ready = max((d.completed_at for d in deps), default=t0 + rng.randint(2, 6))
+            gating = max(deps, key=lambda d: d.completed_at) if deps else None
+            gate[spec.id] = gating.spec_id if gating else None
+            if any(d.conclusion in ("failure", "skipped") for d in deps):
+                done[spec.id] = SimJob(
+                    job_id,
+                    spec.display_name,
+                    spec.id,
+                    spec.runner,
+                    ready,
+                    ready,
+                    ready,
+                    "skipped",
+                    [],
+                )
+                continue
+            started = ready + round(rng.uniform(low, high))
+            t = float(started)
+            steps: list[SimStep] = []
+            failed_at: int | None = None
+            if spec.id == fail_job:
+                failed_at = max(range(len(spec.steps)), key=lambda i: spec.steps[i].seconds)
+            for i, step in enumerate(spec.steps):
+                number_ = (
+                    i + 1
+                    if not step.name.startswith("Post ") and step.name != "Complete job"
+                    else i + 10
+                )
+                if failed_at is not None and i > failed_at and step.name != "Complete job":
+                    steps.append(SimStep(step.name, number_, "skipped", None, None))
+                    continue
+                seconds = max(0, round(step.seconds * math.exp(rng.gauss(0, self.scenario.noise))))
+                if failed_at is not None and i == failed_at:
+                    seconds = max(1, seconds // 3)
+                conclusion = "failure" if failed_at == i else "success"
+                steps.append(SimStep(step.name, number_, conclusion, t, t + seconds))
+                t += seconds
+            # Distinct completion times make the critical path and the last job unambiguous.
+            while t in used_ends:
+                t += 1
+                final = next(s for s in reversed(steps) if s.completed_at is not None)
+                final.completed_at = t
+            used_ends.add(t)
+            done[spec.id] = SimJob(
+                job_id,
+                spec.display_name,
+                spec.id,
+                spec.runner,
+                float(ready),
+                float(started),
+                t,
+                "failure" if failed_at is not None else "success",
+                steps,
+            )
+        jobs = list(done.values())
+        ran = [j for j in jobs if j.conclusion != "skipped"]
+        last = max(ran, key=lambda j: j.completed_at)
+        path = [last.spec_id]
+        while gate.get(path[-1]):
+            path.append(str(gate[path[-1]]))
+        names = {j.spec_id: j.name for j in jobs}
+        conclusion = "failure" if any(j.conclusion == "failure" for j in jobs) else "success"
+        return SimAttempt(number, float(t0), jobs, conclusion, [names[s] for s in reversed(path)])

@@ -1,0 +1,1 @@
+"""Sources: the only modules that do network I/O."""

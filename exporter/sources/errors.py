@@ -1,0 +1,43 @@
+"""Errors a source raises; `reason` is the `reason` label of poll_errors_total."""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    reason = "error"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransportError(SourceError):
+    reason = "transport"
+
+
+class ServerError(SourceError):
+    reason = "http_5xx"
+
+
+class MalformedResponse(SourceError):
+    reason = "malformed"
+
+
+class RateLimited(SourceError):
+    reason = "rate_limited"
+
+    def __init__(self, message: str, *, until: float, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.until = until
+
+
+class AuthError(SourceError):
+    reason = "auth"
+
+
+class NotFound(SourceError):
+    reason = "not_found"
+
+
+class ClientError(SourceError):
+    reason = "http_4xx"

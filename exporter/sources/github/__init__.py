@@ -1,0 +1,1 @@
+"""GitHub Actions: authentication, the REST client, and the per-repository poller."""
