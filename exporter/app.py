@@ -95,7 +95,8 @@ class App:
                 cache=self.store,
                 budget=self.budget,
                 max_retries=gh.max_retries,
-                backoff=backoff,
+                backoff=backoff or Backoff(base=gh.retry_backoff),
+                secondary_wait=gh.secondary_rate_limit_wait,
             )
             self.github = client
             for repo in gh.repositories:

@@ -98,6 +98,10 @@ class GitHubConfig(_Strict):
     max_retries: int = Field(default=3, ge=0, le=10)
     # Fraction of the rate limit kept in reserve: below it polling pauses until the reset.
     rate_limit_reserve: float = Field(default=0.05, ge=0, lt=1)
+    # Wait after a secondary rate limit that carries no retry-after (GitHub: at least a minute).
+    secondary_rate_limit_wait: Duration = 60.0
+    # First retry delay after a 5xx or transport error; doubles per retry, with jitter.
+    retry_backoff: Duration = 0.5
     workflow_refresh: Duration = 3600.0
     repositories: list[RepositoryConfig] = Field(default_factory=list)
 

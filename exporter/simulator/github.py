@@ -92,6 +92,9 @@ class GitHubSimulator:
         self._installation_tokens: dict[str, float] = {}
         self.rate_limit = rate_limit
         self._remaining: dict[str, int] = {}
+        # Called with (handler name, status, payload) for every API response: the tests validate
+        # each payload against GitHub's schemas here.
+        self.on_response: Callable[[str, int, Any], None] | None = None
         self.routes = [
             _Route("GET", r"/rate_limit", self._rate_limit),
             _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runs", self._list_runs),
@@ -536,6 +539,8 @@ def _created_range(expression: str) -> tuple[float, float]:
 class _Handler(BaseHTTPRequestHandler):
     sim: GitHubSimulator
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle + delayed ACK cost 40 ms each.
+    disable_nagle_algorithm = True
     identity: str | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -614,6 +619,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload, extra = route.handler(self, query, *found.groups())
             except (ValueError, KeyError) as exc:
                 status, payload, extra = 422, {"message": f"Validation Failed: {exc}"}, {}
+            if sim.on_response is not None:
+                sim.on_response(route.handler.__name__.lstrip("_"), status, payload)
         headers.update(extra)
         raw = json.dumps(payload, separators=(",", ":")).encode()
         if status == 200:

@@ -135,7 +135,9 @@ class GitHubClient:
         budget: RateBudget | None = None,
         max_retries: int = 3,
         backoff: Backoff | None = None,
+        secondary_wait: float = 60.0,
     ) -> None:
+        self.secondary_wait = secondary_wait
         self.api_url = api_url.rstrip("/")
         self._api_path = urlsplit(self.api_url).path.rstrip("/")
         self.auth = auth
@@ -169,8 +171,7 @@ class GitHubClient:
             if state.limit is not None:
                 self.telemetry.rate_limit.labels(state.resource).set(state.limit)
 
-    @staticmethod
-    def _rate_limit_wait(response: httpx.Response, attempt: int, backoff: Backoff) -> float | None:
+    def _rate_limit_wait(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait when the response is a primary or secondary rate limit, else None."""
         if response.status_code not in (403, 429):
             return None
@@ -192,8 +193,8 @@ class GitHubClient:
                 return max(0.0, float(response.headers.get("x-ratelimit-reset", "0")) - time.time())
             except ValueError:
                 pass
-        # Secondary limit without guidance: at least a minute per GitHub's advice, growing.
-        return max(60.0, backoff.delay(attempt + 6))
+        # Secondary limit without guidance: GitHub advises at least a minute, then growing.
+        return float(self.secondary_wait * (2**attempt) * (1 + self.backoff.rng.random() * 0.25))
 
     def request(
         self,
@@ -229,7 +230,7 @@ class GitHubClient:
             status = response.status_code
             if status < 400:
                 return response
-            wait = self._rate_limit_wait(response, attempt, self.backoff)
+            wait = self._rate_limit_wait(response, attempt)
             if wait is not None:
                 if attempt < self.max_retries and wait <= self.backoff.max_inline_wait:
                     log.warning(

@@ -1,0 +1,110 @@
+"""The simulator: schema-valid payloads for every endpoint, filters, pagination, ETags, the 1,000
+result cap, faults and the ground truth record."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from exporter.simulator.github import Faults, GitHubSimulator
+from exporter.simulator.scenarios import SCENARIOS
+from tests.helpers import TOKEN
+from tests.schemas import ResponseValidator
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_every_endpoint_is_schema_valid(sim: GitHubSimulator) -> None:
+    """Runs (list, one, attempt), jobs (attempt, latest, all) and rate_limit validate against the
+    official schemas, through history with failures, skipped jobs and second attempts, and while
+    runs are queued and in progress."""
+    validator = sim.on_response
+    assert isinstance(validator, ResponseValidator)
+    with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+        for _ in range(6):
+            runs = client.get("/repos/acme/webapp/actions/runs", params={"per_page": 100}).json()
+            for run in runs["workflow_runs"]:
+                rid = run["id"]
+                client.get(f"/repos/acme/webapp/actions/runs/{rid}")
+                for attempt in range(1, run["run_attempt"] + 1):
+                    client.get(f"/repos/acme/webapp/actions/runs/{rid}/attempts/{attempt}")
+                    client.get(f"/repos/acme/webapp/actions/runs/{rid}/attempts/{attempt}/jobs")
+                client.get(f"/repos/acme/webapp/actions/runs/{rid}/jobs", params={"filter": "all"})
+            sim.clock.advance(7 * 60)
+        client.get("/rate_limit")
+    assert validator.errors == []
+    assert set(validator.validated) == {"list_runs", "get_run", "get_attempt", "attempt_jobs", "run_jobs", "rate_limit"}
+
+
+def test_filters_pagination_and_etag(sim: GitHubSimulator) -> None:
+    """`created` filters, Link pagination, and If-None-Match → 304 without rate-limit cost."""
+    with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+        everything = client.get("/repos/acme/webapp/actions/runs", params={"per_page": 100}).json()
+        total = everything["total_count"]
+        assert total == len(everything["workflow_runs"]) >= 30
+        middle = sorted(r["created_at"] for r in everything["workflow_runs"])[total // 2]
+        newer = client.get("/repos/acme/webapp/actions/runs", params={"created": f">={middle}"}).json()
+        assert all(r["created_at"] >= middle for r in newer["workflow_runs"])
+        pages, url = [], "/repos/acme/webapp/actions/runs?per_page=7"
+        while url:
+            response = client.get(url)
+            pages.append(response.json()["workflow_runs"])
+            url = response.links.get("next", {}).get("url")
+        assert sum(len(p) for p in pages) == total and len(pages) == -(-total // 7)
+        first = client.get("/repos/acme/webapp/actions/runs")
+        remaining = int(first.headers["x-ratelimit-remaining"])
+        again = client.get("/repos/acme/webapp/actions/runs", headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304
+        assert int(again.headers["x-ratelimit-remaining"]) == remaining
+        assert client.get("/repos/acme/webapp/actions/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_search_cap() -> None:
+    """A filtered search returns at most 1,000 runs, with the true total_count."""
+    sim = GitHubSimulator("seed", seed=1, token=TOKEN, start=1_900_000_000)
+    sim.scenario = SCENARIOS["seed"]
+    sim.clock.advance(1200 * 1800)
+    sim.start()
+    try:
+        with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+            body = client.get("/repos/acme/webapp/actions/runs",
+                              params={"created": ">=2000-01-01", "per_page": 100, "page": 11}).json()
+            assert body["total_count"] > 1000
+            assert body["workflow_runs"] == []
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenarios_have_their_shape(name: str) -> None:
+    """seed runs take 23–27 min and optimized 10–12 min on the critical path plus queues; the
+    regression slides back; the journey goes from the first to the second."""
+    sim = GitHubSimulator(name, seed=4, token=TOKEN)
+    try:
+        attempts = [a for a in sim.truth()["attempts"] if a["conclusion"] == "success"]
+        walls = [max(j["completed_at"] for j in a["jobs"]) - min(j["started_at"] for j in a["jobs"]) for a in attempts]
+        median = sorted(walls)[len(walls) // 2] / 60
+        if name == "seed":
+            assert 21 <= median <= 27
+        elif name == "optimized":
+            assert 10 <= median <= 12
+        elif name == "regression":
+            assert max(walls[-5:]) / 60 > 1.2 * (sorted(walls[:20])[10] / 60)
+        else:
+            assert 21 <= walls[0] / 60 <= 27 and 10 <= sorted(walls[-20:])[10] / 60 <= 12
+    finally:
+        sim.server.server_close()
+
+
+def test_faults_are_injected_and_logged(sim: GitHubSimulator) -> None:
+    """Injected faults answer as configured and the request log records them."""
+    sim.set_faults(Faults(error_rate=1.0))
+    with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+        assert client.get("/repos/acme/webapp/actions/runs").status_code in (500, 502, 503)
+        sim.set_faults(Faults(rate_limit_rate=1.0, retry_after=True))
+        limited = client.get("/repos/acme/webapp/actions/runs")
+        assert limited.status_code == 403 and limited.headers["retry-after"] == "1"
+        sim.set_faults(Faults(malformed_rate=1.0))
+        with pytest.raises(ValueError):
+            client.get("/repos/acme/webapp/actions/runs").json()
+    assert [r["fault"] for r in sim.requests] == ["error", "rate_limit", "malformed"]
