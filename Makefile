@@ -22,7 +22,7 @@ servers:
 	@bash .ci/install-servers
 
 test: $(STAMP) servers
-	$(BIN)/ruff check exporter tests grafana bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -7,7 +7,7 @@ import pytest
 
 from exporter.simulator.github import GitHubSimulator
 from tests.helpers import TOKEN, write_config
-from tests.schemas import ResponseValidator
+from tests.schemas import validated_simulator
 
 # Seed 6 of the `seed` scenario has failed runs and two re-runs (second attempts) in its history.
 SEED = 6
@@ -17,13 +17,8 @@ START = 1_800_000_000.0
 @pytest.fixture
 def sim() -> Iterator[GitHubSimulator]:
     """The `seed` scenario; every payload it serves is validated against the official schemas."""
-    simulator = GitHubSimulator("seed", seed=SEED, token=TOKEN)
-    validator = ResponseValidator()
-    simulator.on_response = validator
-    simulator.start()
-    yield simulator
-    simulator.stop()
-    assert validator.errors == [], validator.errors[:5]
+    with validated_simulator("seed", seed=SEED, token=TOKEN) as simulator:
+        yield simulator
 
 
 @pytest.fixture

@@ -29,8 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT.parent / "shared" / "reference"
 TOKEN = "ghp_TESTTOKENabcdefghijklmnopqrstuvwxyz0123"
 
-RESULT = {"success": "success", "failure": "failure", "cancelled": "cancellation",
-          "timed_out": "timeout", "skipped": "skip"}
+RESULT = {
+    "success": "success",
+    "failure": "failure",
+    "cancelled": "cancellation",
+    "timed_out": "timeout",
+    "skipped": "skip",
+}
 
 
 def require_binary(name: str) -> str:
@@ -54,14 +59,18 @@ def exporter_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "exporter", *args]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(exporter_cmd(*args), capture_output=True, text=True, env=full_env,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        exporter_cmd(*args), capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT
+    )
 
 
-def write_config(path: Path, sim_url: str, *, state: Path, repositories: list[str] | None = None,
-                 **github: Any) -> Path:
+def write_config(
+    path: Path, sim_url: str, *, state: Path, repositories: list[str] | None = None, **github: Any
+) -> Path:
     config: dict[str, Any] = {
         "state": {"path": str(state)},
         "github": {
@@ -72,12 +81,20 @@ def write_config(path: Path, sim_url: str, *, state: Path, repositories: list[st
             "timeout": "5s",
             "retry_backoff": "0.05s",
             "secondary_rate_limit_wait": "0.2s",
-            "repositories": [{"name": r, "branches": ["main"]} for r in (repositories or ["acme/webapp"])],
+            "repositories": [
+                {"name": r, "branches": ["main"]} for r in (repositories or ["acme/webapp"])
+            ],
             **github,
         },
-        "targets": [{"repository": (repositories or ["acme/webapp"])[0], "workflow": "CI",
-                     "branch": "main", "target": {"lower": "10m", "upper": "12m"},
-                     "baseline": {"lower": "23m", "upper": "27m"}}],
+        "targets": [
+            {
+                "repository": (repositories or ["acme/webapp"])[0],
+                "workflow": "CI",
+                "branch": "main",
+                "target": {"lower": "10m", "upper": "12m"},
+                "baseline": {"lower": "23m", "upper": "27m"},
+            }
+        ],
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -99,7 +116,8 @@ class Exposition:
 
     def select(self, name: str, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
         return {
-            lab: value for (n, lab), value in self.samples.items()
+            lab: value
+            for (n, lab), value in self.samples.items()
             if n == name and all(dict(lab).get(k) == v for k, v in labels.items())
         }
 
@@ -126,7 +144,9 @@ class Expected:
         self.total[key] += value
 
 
-def expected_from_truth(truth: dict[str, Any], branches: set[str] = frozenset({"main"})) -> dict[str, Expected]:
+def expected_from_truth(
+    truth: dict[str, Any], branches: set[str] = frozenset({"main"})
+) -> dict[str, Expected]:
     """What each histogram must hold, from raw timestamps: run wall time, job execution and queue,
     step durations and critical path execution seconds."""
     out = {name: Expected() for name in ("run", "job", "queue", "step", "critical")}
@@ -137,17 +157,35 @@ def expected_from_truth(truth: dict[str, Any], branches: set[str] = frozenset({"
         wall = max(j["completed_at"] for j in ran) - min(j["started_at"] for j in ran)
         out["run"].add((attempt["repository"], branch, attempt["event"], result), wall)
         by_name = {j["name"]: j for j in attempt["jobs"]}
-        critical = sum(by_name[n]["completed_at"] - by_name[n]["started_at"] for n in attempt["critical_path"])
+        critical = sum(
+            by_name[n]["completed_at"] - by_name[n]["started_at"] for n in attempt["critical_path"]
+        )
         out["critical"].add((attempt["repository"], branch, result), critical)
         for job in attempt["jobs"]:
             job_result = RESULT.get(job["conclusion"], "error")
-            out["job"].add((attempt["repository"], job["name"], job_result), job["completed_at"] - job["started_at"])
+            out["job"].add(
+                (attempt["repository"], job["name"], job_result),
+                job["completed_at"] - job["started_at"],
+            )
             if job["conclusion"] != "skipped":
-                out["queue"].add((attempt["repository"], job["name"]), job["started_at"] - job["created_at"])
+                out["queue"].add(
+                    (attempt["repository"], job["name"]), job["started_at"] - job["created_at"]
+                )
             for step in job["steps"]:
-                seconds = (step["completed_at"] - step["started_at"]) if step["started_at"] is not None else 0.0
-                out["step"].add((attempt["repository"], job["name"], step["name"],
-                                 RESULT.get(step["conclusion"], "error")), seconds)
+                seconds = (
+                    (step["completed_at"] - step["started_at"])
+                    if step["started_at"] is not None
+                    else 0.0
+                )
+                out["step"].add(
+                    (
+                        attempt["repository"],
+                        job["name"],
+                        step["name"],
+                        RESULT.get(step["conclusion"], "error"),
+                    ),
+                    seconds,
+                )
     return out
 
 
@@ -159,7 +197,11 @@ def assert_matches_truth(exp: Exposition, truth: dict[str, Any]) -> None:
         ("critical", "cicd_pipeline_run_critical_path_seconds", ("repository", "branch", "result")),
         ("job", "cicd_pipeline_task_run_duration_seconds", ("repository", "job", "result")),
         ("queue", "cicd_pipeline_task_run_queue_seconds", ("repository", "job")),
-        ("step", "cicd_pipeline_task_step_duration_seconds", ("repository", "job", "step", "result")),
+        (
+            "step",
+            "cicd_pipeline_task_step_duration_seconds",
+            ("repository", "job", "step", "result"),
+        ),
     ]
     for key, metric, labels in checks:
         counts = exp.by(f"{metric}_count", *labels)
@@ -167,7 +209,9 @@ def assert_matches_truth(exp: Exposition, truth: dict[str, Any]) -> None:
         want_counts = {k: float(v) for k, v in expected[key].count.items()}
         assert counts == want_counts, f"{metric} counts differ"
         for label_key, total in expected[key].total.items():
-            assert sums.get(label_key) == pytest.approx(total, abs=1e-6), f"{metric} sum {label_key}"
+            assert sums.get(label_key) == pytest.approx(total, abs=1e-6), (
+                f"{metric} sum {label_key}"
+            )
 
 
 def scrape(url: str, timeout: float = 5.0) -> Exposition:
@@ -176,7 +220,9 @@ def scrape(url: str, timeout: float = 5.0) -> Exposition:
     return Exposition.parse(response.text)
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.2, message: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, timeout: float, interval: float = 0.2, message: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -191,17 +237,32 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2, message: str
 
 
 @contextmanager
-def serve(config: Path, port: int, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serve(
+    config: Path, port: int, env: dict[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     """`serve` as a subprocess with its logs in a file; stopped (SIGTERM) at the end."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            exporter_cmd("serve", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                         "--log-format", "json"),
-            stdout=log, stderr=log, env={**os.environ, **env}, cwd=ROOT,
+            exporter_cmd(
+                "serve",
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--log-format",
+                "json",
+            ),
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **env},
+            cwd=ROOT,
         )
         try:
-            wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
-                     30, message="exporter /healthz")
+            wait_for(
+                lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
+                30,
+                message="exporter /healthz",
+            )
             yield process
         finally:
             if process.poll() is None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
 import jsonschema
 
+from exporter.simulator.github import GitHubSimulator
 from tests.helpers import REFERENCE
 
 SCHEMA_OF_HANDLER = {
@@ -46,3 +49,17 @@ class ResponseValidator:
             self.validated[handler] = self.validated.get(handler, 0) + 1
             if error is not None:
                 self.errors.append(f"{handler}: {error.json_path}: {error.message}")
+
+
+@contextmanager
+def validated_simulator(*args: Any, **kwargs: Any) -> Iterator[GitHubSimulator]:
+    """A started simulator whose every payload is validated; fails the test on a schema error."""
+    sim = GitHubSimulator(*args, **kwargs)
+    validator = ResponseValidator()
+    sim.on_response = validator
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+    assert validator.errors == [], validator.errors[:5]

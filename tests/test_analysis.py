@@ -23,10 +23,19 @@ EXAMPLES = REFERENCE / "github-api" / "examples"
 
 @pytest.mark.parametrize(
     ("conclusion", "result"),
-    [("success", "success"), ("failure", "failure"), ("cancelled", "cancellation"),
-     ("timed_out", "timeout"), ("skipped", "skip"), ("startup_failure", "error"),
-     ("action_required", "error"), ("neutral", "success"), ("stale", "cancellation"),
-     (None, "error"), ("something_new", "error")],
+    [
+        ("success", "success"),
+        ("failure", "failure"),
+        ("cancelled", "cancellation"),
+        ("timed_out", "timeout"),
+        ("skipped", "skip"),
+        ("startup_failure", "error"),
+        ("action_required", "error"),
+        ("neutral", "success"),
+        ("stale", "cancellation"),
+        (None, "error"),
+        ("something_new", "error"),
+    ],
 )
 def test_result_mapping(conclusion: object, result: str) -> None:
     assert map_result(conclusion) == result
@@ -84,7 +93,9 @@ def test_workflow_names_map_to_definitions() -> None:
     assert graph.resolve("unknown") is None
 
 
-@pytest.mark.parametrize("text", ["jobs: [", "name: x", "jobs: {a: {needs: [nope]}}", "jobs: {a: 3}"])
+@pytest.mark.parametrize(
+    "text", ["jobs: [", "name: x", "jobs: {a: {needs: [nope]}}", "jobs: {a: 3}"]
+)
 def test_bad_workflows_are_rejected(text: str) -> None:
     with pytest.raises(WorkflowError):
         parse_workflow(text)
@@ -115,8 +126,15 @@ def test_run_facts_wall_time_excludes_skipped_jobs() -> None:
     run = json.loads((EXAMPLES / "workflow-run.json").read_text())
     run.update(status="completed", conclusion="failure")
     base = json.loads((EXAMPLES / "job.json").read_text())
-    skipped = {**base, "id": 2, "name": "later", "conclusion": "skipped",
-               "started_at": "2020-01-20T18:00:00Z", "completed_at": "2020-01-20T18:00:00Z", "steps": []}
+    skipped = {
+        **base,
+        "id": 2,
+        "name": "later",
+        "conclusion": "skipped",
+        "started_at": "2020-01-20T18:00:00Z",
+        "completed_at": "2020-01-20T18:00:00Z",
+        "steps": [],
+    }
     facts = run_facts("octo-org/octo-repo", run, [base, skipped])
     assert facts.seconds == 119
     assert facts.result == "failure"

@@ -25,13 +25,19 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def client_for(handler: Handler, *, retries: int = 3, store: Store | None = None) -> tuple[GitHubClient, Sleeps, Telemetry]:
+def client_for(
+    handler: Handler, *, retries: int = 3, store: Store | None = None
+) -> tuple[GitHubClient, Sleeps, Telemetry]:
     sleeps = Sleeps()
     telemetry = Telemetry(CollectorRegistry())
     client = GitHubClient(
-        "https://ghe.example/api/v3", TokenAuth("ghp_" + "x" * 36),
-        http=httpx.Client(transport=httpx.MockTransport(handler)), telemetry=telemetry, cache=store,
-        max_retries=retries, backoff=Backoff(base=0.5, sleep=sleeps, rng=random.Random(1)),
+        "https://ghe.example/api/v3",
+        TokenAuth("ghp_" + "x" * 36),
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+        telemetry=telemetry,
+        cache=store,
+        max_retries=retries,
+        backoff=Backoff(base=0.5, sleep=sleeps, rng=random.Random(1)),
         secondary_wait=60.0,
     )
     return client, sleeps, telemetry
@@ -42,7 +48,10 @@ def test_endpoint_templates() -> None:
     assert endpoint_template("/repos/a/b/actions/runs/123/attempts/2/jobs") == (
         "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs"
     )
-    assert endpoint_template("/repos/a/b/contents/.github/workflows/ci.yml") == "/repos/{owner}/{repo}/contents/{path}"
+    assert (
+        endpoint_template("/repos/a/b/contents/.github/workflows/ci.yml")
+        == "/repos/{owner}/{repo}/contents/{path}"
+    )
 
 
 def test_headers_and_ghes_base_path() -> None:
@@ -66,9 +75,14 @@ def test_headers_and_ghes_base_path() -> None:
 
 def test_pagination_follows_link_next() -> None:
     """Pages are followed by Link rel="next", never constructed."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         page = int(request.url.params.get("page", "1"))
-        headers = {"Link": f'<https://ghe.example/api/v3/x?page={page + 1}>; rel="next"'} if page < 3 else {}
+        headers = (
+            {"Link": f'<https://ghe.example/api/v3/x?page={page + 1}>; rel="next"'}
+            if page < 3
+            else {}
+        )
         return httpx.Response(200, json={"total_count": 5, "jobs": [{"id": page}]}, headers=headers)
 
     client, _, _ = client_for(handler)
@@ -97,10 +111,14 @@ def test_etag_304_serves_the_stored_body(tmp_path: object) -> None:
 
 def test_secondary_rate_limit_honours_retry_after() -> None:
     """403 with retry-after waits that long, then retries."""
-    responses = iter([
-        httpx.Response(403, json={"message": "secondary rate limit"}, headers={"retry-after": "7"}),
-        httpx.Response(200, json={"ok": 1}),
-    ])
+    responses = iter(
+        [
+            httpx.Response(
+                403, json={"message": "secondary rate limit"}, headers={"retry-after": "7"}
+            ),
+            httpx.Response(200, json={"ok": 1}),
+        ]
+    )
     client, sleeps, _ = client_for(lambda r: next(responses))
     assert client.get_json("/x") == {"ok": 1}
     assert sleeps == [7.0]
@@ -112,10 +130,17 @@ def test_primary_rate_limit_waits_for_reset_or_defers() -> None:
     import time
 
     reset = int(time.time()) + 3000
-    client, sleeps, _ = client_for(lambda r: httpx.Response(
-        403, json={"message": "API rate limit exceeded"},
-        headers={"x-ratelimit-remaining": "0", "x-ratelimit-limit": "5000", "x-ratelimit-reset": str(reset)},
-    ))
+    client, sleeps, _ = client_for(
+        lambda r: httpx.Response(
+            403,
+            json={"message": "API rate limit exceeded"},
+            headers={
+                "x-ratelimit-remaining": "0",
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-reset": str(reset),
+            },
+        )
+    )
     with pytest.raises(RateLimited) as info:
         client.get_json("/x")
     assert info.value.until == pytest.approx(reset, abs=5)
@@ -128,8 +153,12 @@ def test_secondary_without_retry_after_backs_off_at_least_the_configured_wait() 
     that long is not slept inside the poll: the poll ends and the next one is deferred."""
     import time
 
-    client, sleeps, _ = client_for(lambda r: httpx.Response(
-        429, json={"message": "slow down"}, headers={"x-ratelimit-remaining": "100"}), retries=1)
+    client, sleeps, _ = client_for(
+        lambda r: httpx.Response(
+            429, json={"message": "slow down"}, headers={"x-ratelimit-remaining": "100"}
+        ),
+        retries=1,
+    )
     with pytest.raises(RateLimited) as info:
         client.get_json("/x")
     assert sleeps == []
@@ -175,21 +204,48 @@ def test_malformed_and_truncated_json_retried_then_raised() -> None:
 def test_rate_headers_update_metrics_and_budget() -> None:
     """x-ratelimit-* headers of every response land in the gauges; the budget slows polling as
     remaining falls and stops below the reserve."""
-    client, _, telemetry = client_for(lambda r: httpx.Response(
-        200, json={}, headers={"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "1000",
-                               "x-ratelimit-reset": "9999999999", "x-ratelimit-resource": "core"}))
+    client, _, telemetry = client_for(
+        lambda r: httpx.Response(
+            200,
+            json={},
+            headers={
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": "1000",
+                "x-ratelimit-reset": "9999999999",
+                "x-ratelimit-resource": "core",
+            },
+        )
+    )
     client.get_json("/x")
     assert telemetry.rate_remaining.labels("core")._value.get() == 1000
     assert telemetry.rate_limit.labels("core")._value.get() == 5000
     assert client.budget.slowdown(now=0) == pytest.approx(2.5)
     budget = RateBudget(reserve=0.05)
-    budget.update(httpx.Headers({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4000", "x-ratelimit-reset": "9999999999"}))
+    budget.update(
+        httpx.Headers(
+            {
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": "4000",
+                "x-ratelimit-reset": "9999999999",
+            }
+        )
+    )
     assert budget.slowdown(now=0) == 1.0
-    budget.update(httpx.Headers({"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "100", "x-ratelimit-reset": "9999999999"}))
+    budget.update(
+        httpx.Headers(
+            {
+                "x-ratelimit-limit": "5000",
+                "x-ratelimit-remaining": "100",
+                "x-ratelimit-reset": "9999999999",
+            }
+        )
+    )
     assert budget.slowdown(now=0) == float("inf")
 
 
 def test_401_retries_once_after_invalidating_auth() -> None:
     statuses = iter([401, 200])
-    client, _, _ = client_for(lambda r: httpx.Response(next(statuses), content=json.dumps({}).encode()))
+    client, _, _ = client_for(
+        lambda r: httpx.Response(next(statuses), content=json.dumps({}).encode())
+    )
     assert client.get_json("/x") == {}

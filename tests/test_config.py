@@ -13,11 +13,16 @@ from tests.helpers import TOKEN, run_cli
 
 VALID = {
     "github": {"repositories": [{"name": "acme/webapp"}]},
-    "targets": [{"repository": "acme/webapp", "workflow": "CI", "target": {"lower": "10m", "upper": "12m"}}],
+    "targets": [
+        {"repository": "acme/webapp", "workflow": "CI", "target": {"lower": "10m", "upper": "12m"}}
+    ],
 }
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800), (45, 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("7d", 604800), (45, 45)],
+)
 def test_durations(text: object, seconds: float) -> None:
     """The contract's duration forms parse to seconds."""
     assert parse_duration(text) == seconds
@@ -32,7 +37,13 @@ def test_bad_durations(bad: object) -> None:
 
 def test_format_duration_round_trips() -> None:
     """Effective config prints durations in their shortest exact form."""
-    assert [format_duration(s) for s in (600, 90, 7200, 86400, 1.5)] == ["10m", "90s", "2h", "1d", "1.5s"]
+    assert [format_duration(s) for s in (600, 90, 7200, 86400, 1.5)] == [
+        "10m",
+        "90s",
+        "2h",
+        "1d",
+        "1.5s",
+    ]
 
 
 def _write(tmp_path: Path, data: object) -> Path:
@@ -43,12 +54,15 @@ def _write(tmp_path: Path, data: object) -> Path:
 
 def test_env_overrides_set_nested_keys(tmp_path: Path) -> None:
     """CIPE_GITHUB__POLL_INTERVAL=30s overrides github.poll_interval; list items by index."""
-    config = load_config(_write(tmp_path, VALID), environ={
-        "CIPE_GITHUB__POLL_INTERVAL": "30s",
-        "CIPE_GITHUB__REPOSITORIES__0__BRANCHES": "[main, release]",
-        "CIPE_LISTEN": "127.0.0.1:9999",
-        "CIPE_REQUIRE_INTEGRATION": "1",
-    })
+    config = load_config(
+        _write(tmp_path, VALID),
+        environ={
+            "CIPE_GITHUB__POLL_INTERVAL": "30s",
+            "CIPE_GITHUB__REPOSITORIES__0__BRANCHES": "[main, release]",
+            "CIPE_LISTEN": "127.0.0.1:9999",
+            "CIPE_REQUIRE_INTEGRATION": "1",
+        },
+    )
     assert config.github is not None
     assert config.github.poll_interval == 30
     assert config.github.repositories[0].branches == ["main", "release"]
@@ -60,8 +74,14 @@ def test_env_overrides_set_nested_keys(tmp_path: Path) -> None:
     [
         (lambda c: c["github"].update(poll_intervall="1m"), "github.poll_intervall: unknown key"),
         (lambda c: c["github"].update(poll_interval="soon"), "github.poll_interval"),
-        (lambda c: c["github"]["repositories"][0].update(name="no-slash"), "github.repositories.0.name"),
-        (lambda c: c["github"]["repositories"][0].update(branches="main"), "github.repositories.0.branches"),
+        (
+            lambda c: c["github"]["repositories"][0].update(name="no-slash"),
+            "github.repositories.0.name",
+        ),
+        (
+            lambda c: c["github"]["repositories"][0].update(branches="main"),
+            "github.repositories.0.branches",
+        ),
         (lambda c: c["targets"][0].update(repository="acme/other"), "targets.0.repository"),
         (lambda c: c["targets"][0]["target"].update(lower="20m"), "targets.0.target"),
         (lambda c: c.update(listen="nowhere"), "listen"),

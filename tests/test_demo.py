@@ -18,11 +18,20 @@ def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
     port = free_port()
     started = time.monotonic()
     process = subprocess.Popen(
-        ["make", "--no-print-directory", "demo", f"DEMO_ARGS=--listen 127.0.0.1:{port} --log-format json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            "make",
+            "--no-print-directory",
+            "demo",
+            f"DEMO_ARGS=--listen 127.0.0.1:{port} --log-format json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
         env={**os.environ},
     )
     try:
+
         def count() -> float:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
             return Exposition.parse(text).total("cicd_pipeline_run_duration_seconds_count")

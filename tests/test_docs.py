@@ -15,16 +15,26 @@ def test_metrics_doc_is_current() -> None:
 def test_contract_metrics_are_defined() -> None:
     """Every pipeline and exporter metric of the contract §3 is named in metrics.py."""
     contract = {
-        "cicd_pipeline_run_duration_seconds", "cicd_pipeline_run_critical_path_seconds",
-        "cicd_pipeline_run_last_duration_seconds", "cicd_pipeline_run_last_critical_path_job_seconds",
-        "cicd_pipeline_run_active", "cicd_pipeline_task_run_duration_seconds",
-        "cicd_pipeline_task_run_queue_seconds", "cicd_pipeline_task_run_last_duration_seconds",
-        "cicd_pipeline_task_step_duration_seconds", "cicd_pipeline_target_duration_seconds",
-        "cicd_pipeline_baseline_duration_seconds", "ci_pipeline_exporter_build_info",
-        "ci_pipeline_exporter_up", "ci_pipeline_exporter_last_success_timestamp_seconds",
-        "ci_pipeline_exporter_poll_duration_seconds", "ci_pipeline_exporter_poll_errors_total",
-        "ci_pipeline_exporter_api_requests_total", "ci_pipeline_exporter_github_rate_limit_remaining",
-        "ci_pipeline_exporter_github_rate_limit_limit", "ci_pipeline_exporter_series_dropped_total",
+        "cicd_pipeline_run_duration_seconds",
+        "cicd_pipeline_run_critical_path_seconds",
+        "cicd_pipeline_run_last_duration_seconds",
+        "cicd_pipeline_run_last_critical_path_job_seconds",
+        "cicd_pipeline_run_active",
+        "cicd_pipeline_task_run_duration_seconds",
+        "cicd_pipeline_task_run_queue_seconds",
+        "cicd_pipeline_task_run_last_duration_seconds",
+        "cicd_pipeline_task_step_duration_seconds",
+        "cicd_pipeline_target_duration_seconds",
+        "cicd_pipeline_baseline_duration_seconds",
+        "ci_pipeline_exporter_build_info",
+        "ci_pipeline_exporter_up",
+        "ci_pipeline_exporter_last_success_timestamp_seconds",
+        "ci_pipeline_exporter_poll_duration_seconds",
+        "ci_pipeline_exporter_poll_errors_total",
+        "ci_pipeline_exporter_api_requests_total",
+        "ci_pipeline_exporter_github_rate_limit_remaining",
+        "ci_pipeline_exporter_github_rate_limit_limit",
+        "ci_pipeline_exporter_series_dropped_total",
     }
     assert contract <= {spec.name for spec in m.ALL_METRICS}
 

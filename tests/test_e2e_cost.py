@@ -6,6 +6,7 @@ from pathlib import Path
 
 from exporter.simulator.github import GitHubSimulator
 from tests.helpers import run_cli, write_config
+from tests.schemas import validated_simulator
 
 
 def test_idle_cycle_is_one_conditional_request_per_repository(
@@ -15,9 +16,12 @@ def test_idle_cycle_is_one_conditional_request_per_repository(
     (The cycle after the catch-up narrows the window from `lookback` to the re-run window once, so
     the steady state is measured from the third cycle on.)"""
     repositories = ["acme/webapp", "acme/api", "acme/worker"]
-    sim = GitHubSimulator("seed", seed=3, token=env["TEST_GITHUB_TOKEN"], repositories=tuple(repositories)).start()
-    try:
-        config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repositories=repositories)
+    with validated_simulator(
+        "seed", seed=3, token=env["TEST_GITHUB_TOKEN"], repositories=tuple(repositories)
+    ) as sim:
+        config = write_config(
+            tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repositories=repositories
+        )
         for _ in range(2):
             assert run_cli("once", "--config", str(config), env=env).returncode == 0
         mark = len(sim.requests)
@@ -30,8 +34,6 @@ def test_idle_cycle_is_one_conditional_request_per_repository(
         # A 304 is free: the rate-limit budget is unchanged by the idle cycle.
         assert "ci_pipeline_exporter_api_requests_total" in result.stdout
         assert 'code="304"' in result.stdout
-    finally:
-        sim.stop()
 
 
 def test_new_completed_run_costs_its_jobs_page(

@@ -46,8 +46,11 @@ def test_sigkill_between_and_during_polls(
         sim.set_faults(Faults(latency_rate=1.0, latency_seconds=0.4, path_pattern=r"/jobs$"))
         sim.clock.advance(3 * 3600)
         before = len(sim.requests)
-        wait_for(lambda: sum(1 for r in sim.requests[before:] if r["path"].endswith("/jobs")) >= 2,
-                 30, message="a poll in progress")
+        wait_for(
+            lambda: sum(1 for r in sim.requests[before:] if r["path"].endswith("/jobs")) >= 2,
+            30,
+            message="a poll in progress",
+        )
         process.send_signal(signal.SIGKILL)
         process.wait()
     sim.set_faults(Faults())
@@ -90,10 +93,15 @@ def test_rerun_second_attempt_counted_once(
     exposition = Exposition.parse(result.stdout)
     truth = httpx.get(f"{sim.url}/_sim/truth").json()
     assert_matches_truth(exposition, truth)
-    assert exposition.total("cicd_pipeline_run_duration_seconds_count", result="failure") == failures_before
+    assert (
+        exposition.total("cicd_pipeline_run_duration_seconds_count", result="failure")
+        == failures_before
+    )
     # Attempt 1 was not fetched again.
     paths = [r["path"] for r in sim.requests[mark:]]
     assert not any(f"/runs/{run.id}/attempts/1" in p for p in paths)
     assert any(f"/runs/{run.id}/attempts/2/jobs" in p for p in paths)
     expected = expected_from_truth(truth)
-    assert sum(expected["run"].count.values()) == exposition.total("ci_pipeline_exporter_runs_observed_total")
+    assert sum(expected["run"].count.values()) == exposition.total(
+        "ci_pipeline_exporter_runs_observed_total"
+    )

@@ -17,10 +17,21 @@ def test_faults_do_not_stop_the_exporter_and_counts_converge(
     """With 20 % 5xx, secondary rate limits with and without retry-after, 5 s latency spikes and
     malformed/truncated JSON, the process stays up, /metrics keeps answering, errors are counted,
     and once the faults stop the counts converge to ground truth."""
-    config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db",
-                          timeout="2s", max_retries=1)
-    sim.set_faults(Faults(error_rate=0.2, rate_limit_rate=0.05, retry_after=None, latency_rate=0.03,
-                          latency_seconds=5.0, malformed_rate=0.05, truncate_rate=0.05, seed=11))
+    config = write_config(
+        tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", timeout="2s", max_retries=1
+    )
+    sim.set_faults(
+        Faults(
+            error_rate=0.2,
+            rate_limit_rate=0.05,
+            retry_after=None,
+            latency_rate=0.03,
+            latency_seconds=5.0,
+            malformed_rate=0.05,
+            truncate_rate=0.05,
+            seed=11,
+        )
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with serve(config, port, env, tmp_path / "log") as process:
@@ -41,9 +52,9 @@ def test_faults_do_not_stop_the_exporter_and_counts_converge(
         def converged() -> bool:
             truth = httpx.get(f"{sim.url}/_sim/truth").json()
             exp = scrape(url)
-            return exp.total("ci_pipeline_exporter_runs_observed_total") == len(truth["attempts"]) and (
-                exp.total("ci_pipeline_exporter_up") == 1
-            )
+            return exp.total("ci_pipeline_exporter_runs_observed_total") == len(
+                truth["attempts"]
+            ) and (exp.total("ci_pipeline_exporter_up") == 1)
 
         wait_for(converged, 40, message="convergence after faults stop")
         assert_matches_truth(scrape(url), httpx.get(f"{sim.url}/_sim/truth").json())

@@ -10,7 +10,9 @@ from exporter.simulator.github import GitHubSimulator
 from tests.helpers import Exposition, assert_matches_truth, run_cli
 
 
-def test_once_matches_ground_truth(sim: GitHubSimulator, config_file: Path, env: dict[str, str]) -> None:
+def test_once_matches_ground_truth(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str]
+) -> None:
     """Every count and sum of the run, job, queue, step and critical-path histograms equals what the
     simulator served, including failed runs, skipped jobs and second attempts."""
     result = run_cli("once", "--config", str(config_file), env=env)
@@ -26,7 +28,9 @@ def test_once_matches_ground_truth(sim: GitHubSimulator, config_file: Path, env:
     }
 
 
-def test_once_is_incremental_and_exact(sim: GitHubSimulator, config_file: Path, env: dict[str, str]) -> None:
+def test_once_is_incremental_and_exact(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str]
+) -> None:
     """Repeated `once` with the same state while time moves in small steps (runs completing,
     re-runs starting after observed first attempts): counts always equal truth, never double."""
     for _ in range(8):

@@ -10,14 +10,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from exporter.simulator.github import GitHubSimulator
 from tests.helpers import Exposition, run_cli, write_config
+from tests.schemas import validated_simulator
 
 
 def _keypair() -> tuple[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -25,7 +30,11 @@ def _app_config(tmp_path: Path, url: str, key_file: Path) -> Path:
     path = write_config(tmp_path / "c.yaml", url, state=tmp_path / "s.db")
     config = yaml.safe_load(path.read_text())
     del config["github"]["token_env"]
-    config["github"]["app"] = {"app_id": 123, "installation_id": 456, "private_key_file": str(key_file)}
+    config["github"]["app"] = {
+        "app_id": 123,
+        "installation_id": 456,
+        "private_key_file": str(key_file),
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -37,12 +46,13 @@ def test_app_installation_token_flow(tmp_path: Path) -> None:
     private, public = _keypair()
     key_file = tmp_path / "app.pem"
     key_file.write_text(private)
-    sim = GitHubSimulator("seed", seed=2, token="unused-pat", app=(123, 456, public)).start()
-    try:
+    with validated_simulator("seed", seed=2, token="unused-pat", app=(123, 456, public)) as sim:
         config = _app_config(tmp_path, sim.url, key_file)
         result = run_cli("once", "--config", str(config), "--log-level", "debug")
         assert result.returncode == 0, result.stderr
-        token_requests = [r for r in sim.requests if r["path"] == "/app/installations/456/access_tokens"]
+        token_requests = [
+            r for r in sim.requests if r["path"] == "/app/installations/456/access_tokens"
+        ]
         assert [r["status"] for r in token_requests] == [201]
         api = [r for r in sim.requests if r["path"].startswith("/repos/")]
         assert api and all(r["authorized"] and r["status"] == 200 for r in api)
@@ -51,8 +61,6 @@ def test_app_installation_token_flow(tmp_path: Path) -> None:
         output = result.stdout + result.stderr
         assert minted and not any(token in output for token in minted)
         assert "BEGIN PRIVATE KEY" not in output and "eyJ" not in output
-    finally:
-        sim.stop()
 
 
 def test_app_with_wrong_key_fails_cleanly(tmp_path: Path) -> None:
@@ -65,7 +73,9 @@ def test_app_with_wrong_key_fails_cleanly(tmp_path: Path) -> None:
     try:
         result = run_cli("once", "--config", str(_app_config(tmp_path, sim.url, key_file)))
         assert result.returncode == 1
-        errors = Exposition.parse(result.stdout).by("ci_pipeline_exporter_poll_errors_total", "reason")
+        errors = Exposition.parse(result.stdout).by(
+            "ci_pipeline_exporter_poll_errors_total", "reason"
+        )
         assert errors == {("auth",): 1.0}
         assert "Traceback" not in result.stderr
     finally:

@@ -12,7 +12,9 @@ from exporter.simulator.github import Faults, GitHubSimulator
 from tests.helpers import TOKEN, run_cli
 
 
-def test_token_never_in_output(sim: GitHubSimulator, config_file: Path, env: dict[str, str]) -> None:
+def test_token_never_in_output(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str]
+) -> None:
     """At debug level, through successes, 5xx and rate limits, and a rejected token, the token is
     in no stdout or stderr line."""
     sim.set_faults(Faults(error_rate=0.3, rate_limit_rate=0.1, retry_after=True, seed=3))
@@ -21,8 +23,14 @@ def test_token_never_in_output(sim: GitHubSimulator, config_file: Path, env: dic
     outputs.append(result.stdout + result.stderr)
     sim.set_faults(Faults())
     wrong = "ghp_WRONGwrongWRONGwrongWRONGwrong0123456"
-    result = run_cli("once", "--config", str(config_file), "--log-level", "debug",
-                     env={"TEST_GITHUB_TOKEN": wrong})
+    result = run_cli(
+        "once",
+        "--config",
+        str(config_file),
+        "--log-level",
+        "debug",
+        env={"TEST_GITHUB_TOKEN": wrong},
+    )
     assert result.returncode == 1
     outputs.append(result.stdout + result.stderr)
     result = run_cli("check-config", str(config_file), env=env)
@@ -39,9 +47,16 @@ def test_scrubbing_of_log_events() -> None:
     configure_logging("json", "debug", stream=stream)
     SECRETS.add("s3cr3t-value-123")
     log = get_logger("test")
-    log.info("event", token="abc", headers={"Authorization": "Bearer xyz123456789"},
-             url="https://x/logs?sig=abcdef&ok=1", note="value s3cr3t-value-123 ghp_" + "a" * 36)
-    logging.getLogger("httpx").debug("HTTP Request: Authorization: Bearer eyJabcdefghij.klmnopqrstu.vwxyz")
+    log.info(
+        "event",
+        token="abc",
+        headers={"Authorization": "Bearer xyz123456789"},
+        url="https://x/logs?sig=abcdef&ok=1",
+        note="value s3cr3t-value-123 ghp_" + "a" * 36,
+    )
+    logging.getLogger("httpx").debug(
+        "HTTP Request: Authorization: Bearer eyJabcdefghij.klmnopqrstu.vwxyz"
+    )
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     text = stream.getvalue()
     assert "s3cr3t-value-123" not in text and "xyz123456789" not in text and "abcdef" not in text

@@ -12,7 +12,9 @@ from exporter.simulator.github import Faults, GitHubSimulator
 from tests.helpers import TOKEN, exporter_cmd, free_port, serve, wait_for
 
 
-def test_endpoints(sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path) -> None:
+def test_endpoints(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
     """/readyz is 503 naming the source until its first poll ends, then 200; /metrics speaks the
     text format and OpenMetrics when asked; / links the rest; unknown paths 404."""
     sim.set_faults(Faults(latency_rate=1.0, latency_seconds=1.5, path_pattern=r"/actions/runs$"))
@@ -28,7 +30,9 @@ def test_endpoints(sim: GitHubSimulator, config_file: Path, env: dict[str, str],
         text = httpx.get(f"{url}/metrics")
         assert text.headers["content-type"].startswith("text/plain")
         assert "cicd_pipeline_run_duration_seconds_bucket" in text.text
-        om = httpx.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        om = httpx.get(
+            f"{url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
         assert om.headers["content-type"].startswith("application/openmetrics-text")
         assert om.text.rstrip().endswith("# EOF")
         assert httpx.get(f"{url}/healthz").text == "ok\n"
@@ -44,7 +48,8 @@ def test_sigterm_exits_zero_and_keeps_state(
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         exporter_cmd("serve", "--config", str(config_file), "--listen", f"127.0.0.1:{port}"),
-        env={"TEST_GITHUB_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE,
+        env={"TEST_GITHUB_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
@@ -57,5 +62,9 @@ def test_sigterm_exits_zero_and_keeps_state(
     assert b'"stopped"' in err
     with serve(config_file, port, env, tmp_path / "log"):
         after = httpx.get(f"{url}/metrics").text
-    pick = [line for line in before.splitlines() if line.startswith("cicd_pipeline_run_duration_seconds_count")]
+    pick = [
+        line
+        for line in before.splitlines()
+        if line.startswith("cicd_pipeline_run_duration_seconds_count")
+    ]
     assert pick and all(line in after for line in pick)

@@ -33,7 +33,14 @@ def test_every_endpoint_is_schema_valid(sim: GitHubSimulator) -> None:
             sim.clock.advance(7 * 60)
         client.get("/rate_limit")
     assert validator.errors == []
-    assert set(validator.validated) == {"list_runs", "get_run", "get_attempt", "attempt_jobs", "run_jobs", "rate_limit"}
+    assert set(validator.validated) == {
+        "list_runs",
+        "get_run",
+        "get_attempt",
+        "attempt_jobs",
+        "run_jobs",
+        "rate_limit",
+    }
 
 
 def test_filters_pagination_and_etag(sim: GitHubSimulator) -> None:
@@ -43,7 +50,9 @@ def test_filters_pagination_and_etag(sim: GitHubSimulator) -> None:
         total = everything["total_count"]
         assert total == len(everything["workflow_runs"]) >= 30
         middle = sorted(r["created_at"] for r in everything["workflow_runs"])[total // 2]
-        newer = client.get("/repos/acme/webapp/actions/runs", params={"created": f">={middle}"}).json()
+        newer = client.get(
+            "/repos/acme/webapp/actions/runs", params={"created": f">={middle}"}
+        ).json()
         assert all(r["created_at"] >= middle for r in newer["workflow_runs"])
         pages, url = [], "/repos/acme/webapp/actions/runs?per_page=7"
         while url:
@@ -53,10 +62,17 @@ def test_filters_pagination_and_etag(sim: GitHubSimulator) -> None:
         assert sum(len(p) for p in pages) == total and len(pages) == -(-total // 7)
         first = client.get("/repos/acme/webapp/actions/runs")
         remaining = int(first.headers["x-ratelimit-remaining"])
-        again = client.get("/repos/acme/webapp/actions/runs", headers={"If-None-Match": first.headers["etag"]})
+        again = client.get(
+            "/repos/acme/webapp/actions/runs", headers={"If-None-Match": first.headers["etag"]}
+        )
         assert again.status_code == 304
         assert int(again.headers["x-ratelimit-remaining"]) == remaining
-        assert client.get("/repos/acme/webapp/actions/runs", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            client.get(
+                "/repos/acme/webapp/actions/runs", headers={"Authorization": "Bearer nope"}
+            ).status_code
+            == 401
+        )
 
 
 def test_search_cap() -> None:
@@ -67,8 +83,10 @@ def test_search_cap() -> None:
     sim.start()
     try:
         with httpx.Client(base_url=sim.url, headers=AUTH) as client:
-            body = client.get("/repos/acme/webapp/actions/runs",
-                              params={"created": ">=2000-01-01", "per_page": 100, "page": 11}).json()
+            body = client.get(
+                "/repos/acme/webapp/actions/runs",
+                params={"created": ">=2000-01-01", "per_page": 100, "page": 11},
+            ).json()
             assert body["total_count"] > 1000
             assert body["workflow_runs"] == []
     finally:
@@ -82,7 +100,10 @@ def test_scenarios_have_their_shape(name: str) -> None:
     sim = GitHubSimulator(name, seed=4, token=TOKEN)
     try:
         attempts = [a for a in sim.truth()["attempts"] if a["conclusion"] == "success"]
-        walls = [max(j["completed_at"] for j in a["jobs"]) - min(j["started_at"] for j in a["jobs"]) for a in attempts]
+        walls = [
+            max(j["completed_at"] for j in a["jobs"]) - min(j["started_at"] for j in a["jobs"])
+            for a in attempts
+        ]
         median = sorted(walls)[len(walls) // 2] / 60
         if name == "seed":
             assert 21 <= median <= 27

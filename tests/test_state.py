@@ -59,10 +59,14 @@ def test_latest_gauge_keeps_the_newest(tmp_path: Path) -> None:
     assert store.gauges[(m.RUN_LAST_DURATION.name, LABELS[:3])][0] == 700
     prefix = LABELS[:3]
     with store.transaction() as tx:
-        tx.replace_latest_group(m.RUN_LAST_CRITICAL_PATH_JOB, prefix, {("build",): 1, ("tag",): 2}, at=10)
+        tx.replace_latest_group(
+            m.RUN_LAST_CRITICAL_PATH_JOB, prefix, {("build",): 1, ("tag",): 2}, at=10
+        )
     with store.transaction() as tx:
         tx.replace_latest_group(m.RUN_LAST_CRITICAL_PATH_JOB, prefix, {("build",): 3}, at=20)
-    jobs = {k[1][-1]: v[0] for k, v in store.gauges.items() if k[0] == m.RUN_LAST_CRITICAL_PATH_JOB.name}
+    jobs = {
+        k[1][-1]: v[0] for k, v in store.gauges.items() if k[0] == m.RUN_LAST_CRITICAL_PATH_JOB.name
+    }
     assert jobs == {"build": 3}
 
 

@@ -99,7 +99,7 @@ class RepositoryPoller:
             result.pages += 1
             result.pages_cached += page.cached
             total = page.data.get("total_count")
-            if index == 0 and isinstance(total, int) and total > SEARCH_CAP:
+            if index == 0 and isinstance(total, int) and total >= SEARCH_CAP:
                 stop = end if end is not None else max(self.clock(), start + 2)
                 if stop - start >= 2:
                     middle = start + math.floor((stop - start) / 2)
