@@ -19,6 +19,7 @@ from exporter.server import HttpServer, Readiness, make_app
 from exporter.sources.errors import AuthError
 from exporter.sources.github.auth import AppAuth, Auth, TokenAuth, read_private_key
 from exporter.sources.github.client import GitHubClient, RateBudget
+from exporter.sources.github.junit import JUnitArtifacts
 from exporter.sources.github.poller import RepositoryPoller
 from exporter.sources.retry import Backoff
 from exporter.state import Store
@@ -101,8 +102,15 @@ class App:
             self.github = client
             for repo in gh.repositories:
                 extra = [t.branch for t in config.targets if t.repository == repo.name]
+                enrichers = [JUnitArtifacts(repo, client, self.store, self.telemetry)]
                 poller = RepositoryPoller(
-                    repo, gh, client, self.store, self.telemetry, extra_branches=extra
+                    repo,
+                    gh,
+                    client,
+                    self.store,
+                    self.telemetry,
+                    extra_branches=extra,
+                    enrichers=enrichers,
                 )
                 self.pollers.append(poller)
                 self.jobs.append(

@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="YAML configuration file")
 
+    analyze = sub.add_parser("analyze", parents=[common], help="analyse local files")
+    kinds = analyze.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    junit = kinds.add_parser(
+        "junit", parents=[common], help="JUnit XML (or artifact zips) → per-suite time and counts"
+    )
+    junit.add_argument("files", nargs="+", metavar="FILE")
+    junit.add_argument("--json", action="store_true", help="JSON instead of a table")
+    junit.add_argument(
+        "--suite-depth",
+        type=int,
+        default=1,
+        help="dotted components of classname that name the suite (default: %(default)s)",
+    )
+
     simulate = sub.add_parser(
         "simulate", parents=[common], help="run the GitHub Actions simulator alone"
     )
@@ -208,7 +222,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from exporter import analyze
+
+    if args.kind == "junit":
+        if args.suite_depth < 1:
+            raise ConfigError("--suite-depth: must be 1 or more")
+        return analyze.run_junit(args.files, args.json, args.suite_depth)
+    raise ConfigError(f"analyze {args.kind}: unknown")
+
+
 COMMANDS = {
+    "analyze": cmd_analyze,
     "serve": cmd_serve,
     "demo": cmd_demo,
     "once": cmd_once,

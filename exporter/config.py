@@ -66,8 +66,14 @@ class LogsConfig(_Strict):
 
 
 class JunitConfig(_Strict):
-    artifacts: list[str] = Field(default_factory=list)
-    suite_depth: int = Field(default=1, ge=1)
+    artifacts: list[str] = Field(
+        default_factory=list, description="globs of artifact names with JUnit XML"
+    )
+    suite_depth: int = Field(default=1, ge=1, le=10)
+    # Beyond this many suites per workflow, new suites fold into "other" (counted).
+    max_suites: int = Field(default=100, ge=1)
+    max_download_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
 
 class RepositoryConfig(_Strict):

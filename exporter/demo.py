@@ -42,6 +42,7 @@ class Demo:
                         {
                             "name": DEMO_REPOSITORY,
                             "workflows": [sim.workflow_name],
+                            "junit": {"artifacts": ["junit*"]},
                             "branches": ["main"],
                         }
                     ],

@@ -19,7 +19,11 @@ def render() -> str:
         "histograms also get every configured target and baseline bound.",
         "",
     ]
-    groups = (("Pipelines, jobs and steps", m.PIPELINE_METRICS), ("The exporter itself", m.EXPORTER_METRICS))
+    groups = (
+        ("Pipelines, jobs and steps", m.PIPELINE_METRICS),
+        ("Tests (JUnit artifacts)", m.TEST_METRICS),
+        ("The exporter itself", m.EXPORTER_METRICS),
+    )
     for title, specs in groups:
         lines += [f"## {title}", "", "| metric | type | labels | meaning |", "|---|---|---|---|"]
         for spec in specs:
@@ -38,7 +42,9 @@ def render() -> str:
             lines.append("")
         folding = [s for s in specs if s.foldable]
         if folding:
-            lines.append("Labels folded into `other` when a metric reaches `limits.max_series_per_metric`:")
+            lines.append(
+                "Labels folded into `other` when a metric reaches `limits.max_series_per_metric`:"
+            )
             lines.append("")
             for spec in folding:
                 lines.append(f"- `{spec.name}`: {', '.join(f'`{x}`' for x in spec.foldable)}")

@@ -148,6 +148,37 @@ PIPELINE_METRICS = (
     BASELINE,
 )
 
+TEST_BUCKETS = (1, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 3600)
+_JUNIT_NOTE = "From JUnit XML in the run's artifacts (github.repositories[].junit)."
+
+TEST_SUITE_DURATION = MetricSpec(
+    "cicd_test_suite_duration_seconds",
+    "histogram",
+    "A test suite's (app's) total case time in one run attempt. " + _JUNIT_NOTE,
+    ("repository", "workflow", "suite"),
+    TEST_BUCKETS,
+    foldable=("suite",),
+    group="tests",
+)
+TEST_SUITE_LAST = MetricSpec(
+    "cicd_test_suite_last_duration_seconds",
+    "gauge",
+    "A test suite's (app's) total case time in the latest run attempt with a report. "
+    + _JUNIT_NOTE,
+    ("repository", "workflow", "suite"),
+    foldable=("suite",),
+    group="tests",
+)
+TEST_CASES = MetricSpec(
+    "cicd_test_cases_total",
+    "counter",
+    "Test cases by result (passed, failed, error, skipped). " + _JUNIT_NOTE,
+    ("repository", "workflow", "suite", "result"),
+    foldable=("suite",),
+    group="tests",
+)
+TEST_METRICS = (TEST_SUITE_DURATION, TEST_SUITE_LAST, TEST_CASES)
+
 BUILD_INFO = MetricSpec(
     "ci_pipeline_exporter_build_info",
     "gauge",
@@ -243,7 +274,7 @@ EXPORTER_METRICS = (
     POLLS_DEFERRED,
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + EXPORTER_METRICS
+ALL_METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + TEST_METRICS + EXPORTER_METRICS
 
 
 def by_name(name: str) -> MetricSpec:

@@ -337,6 +337,15 @@ class Store:
                 self.gauges[(metric, labels)] = (value, at)
             return True
 
+    def label_values(self, metric: str, prefix: LabelValues) -> set[LabelValues]:
+        """Known label sets of a metric that start with `prefix`."""
+        with self._lock:
+            return {
+                labels
+                for labels in self._series_per_metric.get(metric, set())
+                if labels[: len(prefix)] == prefix
+            }
+
     def observed_count(self, kind: str) -> int:
         with self._lock:
             return sum(1 for k, _ in self._observed if k == kind)

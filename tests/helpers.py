@@ -69,7 +69,13 @@ def run_cli(
 
 
 def write_config(
-    path: Path, sim_url: str, *, state: Path, repositories: list[str] | None = None, **github: Any
+    path: Path,
+    sim_url: str,
+    *,
+    state: Path,
+    repositories: list[str] | None = None,
+    repo_extra: dict[str, Any] | None = None,
+    **github: Any,
 ) -> Path:
     config: dict[str, Any] = {
         "state": {"path": str(state)},
@@ -82,7 +88,8 @@ def write_config(
             "retry_backoff": "0.05s",
             "secondary_rate_limit_wait": "0.2s",
             "repositories": [
-                {"name": r, "branches": ["main"]} for r in (repositories or ["acme/webapp"])
+                {"name": r, "branches": ["main"], **(repo_extra or {})}
+                for r in (repositories or ["acme/webapp"])
             ],
             **github,
         },

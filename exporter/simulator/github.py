@@ -26,9 +26,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 
+from exporter.simulator.artifacts import JUnitArtifact, junit_artifact
+from exporter.simulator.blobs import BlobServer
 from exporter.simulator.clock import SimClock
-from exporter.simulator.model import SimRun, Timeline
-from exporter.simulator.render import job_payload, run_payload
+from exporter.simulator.model import SimAttempt, SimRun, Timeline
+from exporter.simulator.render import artifact_payload, job_payload, run_payload
 from exporter.simulator.scenarios import SCENARIOS, Scenario
 from exporter.timeutil import format_timestamp, parse_timestamp
 
@@ -95,6 +97,10 @@ class GitHubSimulator:
         # Called with (handler name, status, payload) for every API response: the tests validate
         # each payload against GitHub's schemas here.
         self.on_response: Callable[[str, int, Any], None] | None = None
+        # Artifact id → bytes served instead of the generated zip (hostile inputs in tests).
+        self.artifact_overrides: dict[int, bytes] = {}
+        self._artifacts: dict[tuple[str, int, int], JUnitArtifact | None] = {}
+        self.blobs = BlobServer(self._resolve_blob, host=host)
         self.routes = [
             _Route("GET", r"/rate_limit", self._rate_limit),
             _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runs", self._list_runs),
@@ -109,6 +115,12 @@ class GitHubSimulator:
             ),
             _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runs/(\d+)/jobs", self._run_jobs),
             _Route("GET", r"/repos/([^/]+/[^/]+)/contents/(.+)", self._contents),
+            _Route(
+                "GET", r"/repos/([^/]+/[^/]+)/actions/runs/(\d+)/artifacts", self._run_artifacts
+            ),
+            _Route(
+                "GET", r"/repos/([^/]+/[^/]+)/actions/artifacts/(\d+)/zip", self._download_artifact
+            ),
             _Route("POST", r"/app/installations/(\d+)/access_tokens", self._installation_token),
         ]
         simulator = self
@@ -129,12 +141,49 @@ class GitHubSimulator:
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> GitHubSimulator:
+        self.blobs.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.blobs.stop()
+
+    # -- artifacts --------------------------------------------------------------------------------
+    def artifact(self, run: SimRun, attempt: SimAttempt) -> JUnitArtifact | None:
+        key = (run.repository, run.index, attempt.number)
+        with self._lock:
+            if key not in self._artifacts:
+                self._artifacts[key] = junit_artifact(self.seed, run, attempt)
+            return self._artifacts[key]
+
+    def _artifacts_until(self, run: SimRun, t: float) -> list[JUnitArtifact]:
+        found = []
+        for attempt in run.attempts:
+            artifact = self.artifact(run, attempt) if attempt.created_at <= t else None
+            if artifact is not None and artifact.created_at <= t:
+                found.append(artifact)
+        return found
+
+    def _artifact_by_id(self, repo: str, artifact_id: int) -> tuple[SimRun, JUnitArtifact] | None:
+        run = self._find_run(repo, (artifact_id // 10) // 100)
+        if run is None:
+            return None
+        for artifact in self._artifacts_until(run, self.clock.now()):
+            if artifact.id == artifact_id:
+                return run, artifact
+        return None
+
+    def _resolve_blob(self, path: str) -> bytes | None:
+        match = re.match(r"^/artifacts/([^/]+/[^/]+)/(\d+)\.zip$", path)
+        if match is None:
+            return None
+        artifact_id = int(match.group(2))
+        if artifact_id in self.artifact_overrides:
+            return self.artifact_overrides[artifact_id]
+        found = self._artifact_by_id(match.group(1), artifact_id)
+        return found[1].zip_bytes() if found else None
 
     def set_faults(self, faults: Faults) -> None:
         with self._lock:
@@ -168,6 +217,8 @@ class GitHubSimulator:
                             "conclusion": attempt.conclusion,
                             "created_at": run.created_at,
                             "critical_path": attempt.critical_path,
+                            "junit": (art.suites if (art := self.artifact(run, attempt)) else {}),
+                            "artifact_id": art.id if art else None,
                             "jobs": [
                                 {
                                     "id": job.id,
@@ -395,6 +446,33 @@ class GitHubSimulator:
             },
             {},
         )
+
+    def _run_artifacts(
+        self, h: _Handler, q: dict[str, str], repo: str, run_id: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        run = self._find_run(repo, int(run_id))
+        if run is None:
+            return 404, {"message": "Not Found"}, {}
+        items = [
+            artifact_payload(
+                repo,
+                run,
+                a.id,
+                a.name,
+                len(self.artifact_overrides.get(a.id, a.zip_bytes())),
+                a.created_at,
+                self._base(h),
+            )
+            for a in self._artifacts_until(run, self.clock.now())
+        ]
+        return self._paginate(h, q, items, len(items), "artifacts")
+
+    def _download_artifact(
+        self, h: _Handler, q: dict[str, str], repo: str, artifact_id: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self._artifact_by_id(repo, int(artifact_id)) is None:
+            return 404, {"message": "Not Found"}, {}
+        return 302, {}, {"Location": self.blobs.signed(f"/artifacts/{repo}/{artifact_id}.zip")}
 
     def _installation_token(
         self, h: _Handler, q: dict[str, str], installation: str

@@ -183,3 +183,35 @@ def job_payload(
         "workflow_name": workflow_name,
         "head_branch": run.branch,
     }
+
+
+def artifact_payload(
+    repository: str,
+    run: SimRun,
+    artifact_id: int,
+    name: str,
+    size: int,
+    created_at: float,
+    base: str,
+) -> dict[str, Any]:
+    api = f"{base}/repos/{repository}/actions/artifacts/{artifact_id}"
+    return {
+        "id": artifact_id,
+        "node_id": f"MDg6QXJ0aWZhY3Q{artifact_id}",
+        "name": name,
+        "size_in_bytes": size,
+        "url": api,
+        "archive_download_url": f"{api}/zip",
+        "expired": False,
+        "created_at": _ts(created_at),
+        "expires_at": _ts(created_at + 90 * 86400),
+        "updated_at": _ts(created_at),
+        "digest": "sha256:" + hashlib.sha256(f"{artifact_id}".encode()).hexdigest(),
+        "workflow_run": {
+            "id": run.id,
+            "repository_id": 1000 + int(hashlib.sha1(repository.encode()).hexdigest()[:7], 16),
+            "head_repository_id": 1000 + int(hashlib.sha1(repository.encode()).hexdigest()[:7], 16),
+            "head_branch": run.branch,
+            "head_sha": run.head_sha,
+        },
+    }

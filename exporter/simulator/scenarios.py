@@ -144,7 +144,9 @@ OPT_BUILD_PROD = replace(
 )
 OPT_CLEANUP = replace(CLEANUP, needs=("all-checks", "build-production-images", "coverage-upload"))
 # Coverage is uploaded by a fast uploader in the background, off the critical path.
-OPT_COVERAGE = replace(COVERAGE, steps=_steps(SETUP, ("Download coverage", 10), ("Upload coverage", 30), COMPLETE))
+OPT_COVERAGE = replace(
+    COVERAGE, steps=_steps(SETUP, ("Download coverage", 10), ("Upload coverage", 30), COMPLETE)
+)
 OPTIMIZED_JOBS = (OPT_BUILD, OPT_TEST, OPT_BUILD_PROD, OPT_CHECKS, OPT_COVERAGE, OPT_CLEANUP)
 
 

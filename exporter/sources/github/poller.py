@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from exporter import metrics as m
 from exporter.analysis.pipeline import ACTIVE_STATES, IncompleteError, RunFacts, run_facts
@@ -40,8 +40,15 @@ class PollResult:
     active: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-# Hooks for the log and artifact analyses (issues of their own) to add facts to the same unit.
-AttemptHook = Callable[[RunFacts, dict[str, Any], Transaction], None]
+Recorder = Callable[[Transaction], None]
+
+
+class Enricher(Protocol):
+    """Adds facts from another payload (artifacts, logs) to a newly completed attempt. `prepare` does
+    the I/O and returns what to record in the attempt's transaction. A transient SourceError leaves
+    the attempt unobserved (retried next poll); permanent problems are counted skips inside."""
+
+    def prepare(self, facts: RunFacts, run: dict[str, Any]) -> Recorder | None: ...
 
 
 class RepositoryPoller:
@@ -55,7 +62,7 @@ class RepositoryPoller:
         *,
         extra_branches: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
-        hooks: Iterable[AttemptHook] = (),
+        enrichers: Iterable[Enricher] = (),
     ) -> None:
         self.repo = repo
         self.github = github
@@ -65,7 +72,7 @@ class RepositoryPoller:
         self.clock = clock
         self.source = f"github:{repo.name}"
         self.branches = set(repo.branches) | set(extra_branches)
-        self.hooks = list(hooks)
+        self.enrichers = list(enrichers)
         self._stopping = False
 
     def stop(self) -> None:
@@ -190,6 +197,9 @@ class RepositoryPoller:
                 jobs = self._jobs(run_id, attempt)
                 graph = self._graph(attempt_run, jobs)
                 facts = run_facts(self.repo.name, attempt_run, jobs, graph)
+                recorders = [
+                    r for e in self.enrichers if (r := e.prepare(facts, attempt_run)) is not None
+                ]
             except IncompleteError as exc:
                 log.debug(
                     "attempt not complete yet",
@@ -206,7 +216,7 @@ class RepositoryPoller:
                     tx.mark_observed("attempt", key, self.source, self.clock())
                 result.skipped += 1
                 continue
-            if self._record(key, facts, attempt_run):
+            if self._record(key, facts, recorders):
                 result.attempts_observed += 1
 
     def _jobs(self, run_id: int, attempt: int) -> list[dict[str, Any]]:
@@ -276,7 +286,7 @@ class RepositoryPoller:
     def branch_label(self, branch: str) -> str:
         return branch if branch in self.branches else OTHER
 
-    def _record(self, key: str, facts: RunFacts, run: dict[str, Any]) -> bool:
+    def _record(self, key: str, facts: RunFacts, recorders: Iterable[Recorder] = ()) -> bool:
         repo, workflow = self.repo.name, facts.workflow
         branch = self.branch_label(facts.branch)
         at = facts.completed_at
@@ -322,6 +332,6 @@ class RepositoryPoller:
                         step.seconds,
                     )
             tx.inc(m.RUNS_OBSERVED, (repo,))
-            for hook in self.hooks:
-                hook(facts, run, tx)
+            for record in recorders:
+                record(tx)
         return tx.applied

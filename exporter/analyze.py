@@ -1,0 +1,78 @@
+"""`analyze …` commands: the analyses as a user-facing tool over local files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from exporter.analysis.junit import RESULTS, JUnitError, Report, parse_junit, parse_zip
+
+
+def junit_report(paths: Sequence[str], depth: int, keep: int = 10) -> tuple[Report, list[str]]:
+    report = Report()
+    problems: list[str] = []
+    for name in paths:
+        path = Path(name)
+        try:
+            if path.suffix.lower() == ".zip":
+                parsed, bad = parse_zip(path.read_bytes(), depth, keep=keep)
+                problems.extend(f"{name}: {detail}" for _, detail in bad)
+            else:
+                with path.open("rb") as handle:
+                    parsed = parse_junit(handle, depth, keep=keep)
+        except OSError as exc:
+            problems.append(f"{name}: {exc.strerror}")
+            continue
+        except JUnitError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        report.merge(parsed, keep)
+    return report, problems
+
+
+def junit_json(report: Report, keep: int = 10) -> dict[str, Any]:
+    slowest = sorted(
+        (c for s in report.suites.values() for c in s.slowest), key=lambda c: -c.seconds
+    )[:keep]
+    return {
+        "suites": {
+            name: {"seconds": round(totals.seconds, 3), **totals.counts}
+            for name, totals in sorted(report.suites.items(), key=lambda item: -item[1].seconds)
+        },
+        "slowest": [
+            {"suite": c.suite, "name": c.name, "seconds": c.seconds, "result": c.result}
+            for c in slowest
+        ],
+    }
+
+
+def print_junit(report: Report, out: TextIO, keep: int = 10) -> None:
+    data = junit_json(report, keep)
+    total = sum(s["seconds"] for s in data["suites"].values()) or 1.0
+    header = f"{'suite':<30} {'seconds':>10} {'share':>6} " + " ".join(f"{r:>8}" for r in RESULTS)
+    print(header, file=out)
+    for name, suite in data["suites"].items():
+        share = f"{100 * suite['seconds'] / total:5.1f}%"
+        counts = " ".join(f"{suite[r]:>8}" for r in RESULTS)
+        print(f"{name:<30} {suite['seconds']:>10.3f} {share:>6} {counts}", file=out)
+    if data["slowest"]:
+        print("\nslowest cases:", file=out)
+        for case in data["slowest"]:
+            print(
+                f"  {case['seconds']:>9.3f}s  {case['suite']}  {case['name']}  ({case['result']})",
+                file=out,
+            )
+
+
+def run_junit(paths: Sequence[str], as_json: bool, depth: int, out: TextIO = sys.stdout) -> int:
+    report, problems = junit_report(paths, depth)
+    if as_json:
+        print(json.dumps({**junit_json(report), "problems": problems}, indent=2), file=out)
+    else:
+        print_junit(report, out)
+    for problem in problems:
+        print(f"ci-pipeline-exporter: {problem}", file=sys.stderr)
+    return 1 if problems else 0

@@ -1,0 +1,96 @@
+"""End to end: per-app test time from the simulator's JUnit artifacts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.simulator.github import GitHubSimulator
+from tests.helpers import Exposition, run_cli, write_config
+from tests.test_junit import BILLION_LAUGHS, _zip, zip_bomb
+
+JUNIT = {"junit": {"artifacts": ["junit*"]}}
+
+
+def _expected(truth: dict) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
+    durations: dict[str, list[float]] = defaultdict(list)
+    cases: dict[tuple[str, str], int] = defaultdict(int)
+    latest: dict[str, float] = {}
+    newest = max((a for a in truth["attempts"] if a["junit"]),
+                 key=lambda a: max(j["completed_at"] for j in a["jobs"]))
+    for attempt in truth["attempts"]:
+        for suite, totals in attempt["junit"].items():
+            durations[suite].append(totals["seconds"])
+            for result in ("passed", "failed", "error", "skipped"):
+                if totals[result]:
+                    cases[(suite, result)] += int(totals[result])
+    for suite, totals in newest["junit"].items():
+        latest[suite] = totals["seconds"]
+    return durations, cases, latest
+
+
+def test_test_metrics_equal_ground_truth_and_artifacts_download_once(
+    sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Suite durations (count and sum), case counts by result and the latest suite times equal the
+    simulator's record; each artifact is downloaded once, never with the token."""
+    config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=JUNIT)
+    run_cli("once", "--config", str(config), env=env)
+    sim.clock.advance(2 * 3600)
+    result = run_cli("once", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = Exposition.parse(result.stdout)
+    truth = httpx.get(f"{sim.url}/_sim/truth").json()
+    durations, cases, latest = _expected(truth)
+    assert set(durations) == {"accounts", "pages", "blog", "config", "photos", "utils"}
+    for suite, values in durations.items():
+        labels = {"repository": "acme/webapp", "workflow": "CI", "suite": suite}
+        assert exp.total("cicd_test_suite_duration_seconds_count", **labels) == len(values)
+        assert exp.total("cicd_test_suite_duration_seconds_sum", **labels) == pytest.approx(sum(values), abs=1e-6)
+        assert exp.total("cicd_test_suite_last_duration_seconds", **labels) == pytest.approx(latest[suite])
+    assert exp.by("cicd_test_cases_total", "suite", "result") == {k: float(v) for k, v in cases.items()}
+    assert cases[("pages", "failed")] > 0
+    downloads = [r["path"] for r in sim.blobs.requests]
+    assert len(downloads) == len(set(downloads)) == sum(1 for a in truth["attempts"] if a["junit"])
+    assert not any(r["authorization"] for r in sim.blobs.requests)
+    run_cli("once", "--config", str(config), env=env)
+    assert len(sim.blobs.requests) == len(downloads)
+
+
+@pytest.mark.parametrize("kind", ["billion-laughs", "zip-bomb", "truncated-zip", "expired"])
+def test_hostile_artifacts_are_counted_skips(
+    sim: GitHubSimulator, tmp_path: Path, env: dict[str, str], kind: str
+) -> None:
+    """A hostile, oversized, truncated or expired artifact is a counted, logged skip: the poll goes
+    on, the run's other metrics are recorded, the artifact is not fetched again."""
+    timeline = sim.timelines["acme/webapp"]
+    run = timeline.run(len(timeline.runs_until(sim.clock.now())) - 1)
+    artifact = sim.artifact(run, run.attempts[-1])
+    assert artifact is not None
+    payloads = {
+        "billion-laughs": _zip({"junit.xml": BILLION_LAUGHS}),
+        "zip-bomb": zip_bomb(80 << 20),
+        "truncated-zip": artifact.zip_bytes()[:200],
+    }
+    if kind == "expired":
+        sim.blobs.ttl = -10
+    else:
+        sim.artifact_overrides[artifact.id] = payloads[kind]
+    extra = {"junit": {"artifacts": ["junit*"], "max_uncompressed_bytes": 32 << 20}}
+    config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=extra)
+    result = run_cli("once", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    exp = Exposition.parse(result.stdout)
+    reasons = exp.by("ci_pipeline_exporter_poll_errors_total", "reason")
+    want = {"billion-laughs": "junit_hostile", "zip-bomb": "artifact_too_large",
+            "truncated-zip": "artifact_invalid", "expired": "artifact_expired"}[kind]
+    assert reasons.get((want,), 0) >= 1, reasons
+    assert "artifact skipped" in result.stderr
+    truth = httpx.get(f"{sim.url}/_sim/truth").json()
+    assert exp.total("ci_pipeline_exporter_runs_observed_total") == len(truth["attempts"])
+    before = len(sim.blobs.requests)
+    run_cli("once", "--config", str(config), env=env)
+    assert len(sim.blobs.requests) == before
