@@ -94,3 +94,20 @@ def test_hostile_artifacts_are_counted_skips(
     before = len(sim.blobs.requests)
     run_cli("once", "--config", str(config), env=env)
     assert len(sim.blobs.requests) == before
+
+
+def test_suites_beyond_the_cap_fold_into_other(sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]) -> None:
+    """With max_suites 3, the first three apps keep their names, the rest fold into "other", and
+    the folds are counted; total time and case counts are unchanged by folding."""
+    extra = {"junit": {"artifacts": ["junit*"], "max_suites": 3}}
+    config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=extra)
+    result = run_cli("once", "--config", str(config), env=env)
+    exp = Exposition.parse(result.stdout)
+    suites = {k[0] for k in exp.by("cicd_test_suite_duration_seconds_count", "suite")}
+    assert len(suites) == 4 and "other" in suites
+    assert exp.total("ci_pipeline_exporter_series_dropped_total", metric="cicd_test_suite_duration_seconds") > 0
+    truth = httpx.get(f"{sim.url}/_sim/truth").json()
+    durations, cases, _ = _expected(truth)
+    assert exp.total("cicd_test_suite_duration_seconds_sum") == pytest.approx(
+        sum(sum(v) for v in durations.values()), abs=1e-6)
+    assert exp.total("cicd_test_cases_total") == sum(cases.values())
