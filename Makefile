@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs servers clean
+.PHONY: demo test docs servers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP) servers
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Benchmarks write their tables into docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.parsers --mb 200 --write-doc
 
 docs: $(STAMP)
 	$(BIN)/python -m exporter.docgen

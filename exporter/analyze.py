@@ -6,8 +6,10 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
+from exporter.analysis.buildkit import BuildSummary
+from exporter.analysis.joblog_facts import analyze_job_log
 from exporter.analysis.junit import RESULTS, JUnitError, Report, parse_junit, parse_zip
 
 
@@ -76,3 +78,48 @@ def run_junit(paths: Sequence[str], as_json: bool, depth: int, out: TextIO = sys
     for problem in problems:
         print(f"ci-pipeline-exporter: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def buildkit_builds(stream: IO[bytes]) -> list[BuildSummary]:
+    """A raw GitHub job log (timestamped) or a bare BuildKit log, read in chunks."""
+    return analyze_job_log(iter(lambda: stream.read(1 << 16), b"")).builds
+
+
+def print_buildkit(builds: list[BuildSummary], out: TextIO) -> None:
+    if not builds:
+        print("no BuildKit build found", file=out)
+    for build in builds:
+        data = build.to_json()
+        ratio = "-" if data["cache_hit_ratio"] is None else f"{100 * data['cache_hit_ratio']:.0f}%"
+        steps = data["steps"]
+        print(
+            f"build {build.index}: {data['duration_seconds']:.1f}s  cache {data['cache_backend']}  "
+            f"import {data['cache_import_seconds']:.1f}s  export {data['cache_export_seconds']:.1f}s  "
+            f"steps {steps['cached']} cached / {steps['executed']} executed / {steps['errored']} errored / "
+            f"{steps['canceled']} canceled  (hit ratio {ratio})",
+            file=out,
+        )
+        if build.error:
+            print(f"  error: {build.error}", file=out)
+        for item in data["instructions"]:
+            print(
+                f"  {item['seconds']:>8.1f}s  {item['result']:<9} [{item['stage']}] {item['instruction']}",
+                file=out,
+            )
+
+
+def run_buildkit(path: str, as_json: bool, out: TextIO = sys.stdout) -> int:
+    try:
+        if path == "-":
+            builds = buildkit_builds(sys.stdin.buffer)
+        else:
+            with open(path, "rb") as handle:
+                builds = buildkit_builds(handle)
+    except OSError as exc:
+        print(f"ci-pipeline-exporter: {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps({"builds": [b.to_json() for b in builds]}, indent=2), file=out)
+    else:
+        print_buildkit(builds, out)
+    return 0

@@ -17,10 +17,12 @@ from exporter.logging import SECRETS, get_logger
 from exporter.scheduler import PollRunner, Scheduler, SourceJob
 from exporter.server import HttpServer, Readiness, make_app
 from exporter.sources.errors import AuthError
+from exporter.sources.github.actions_cache import ActionsCacheStorage
 from exporter.sources.github.auth import AppAuth, Auth, TokenAuth, read_private_key
 from exporter.sources.github.client import GitHubClient, RateBudget
+from exporter.sources.github.joblogs import JobLogs
 from exporter.sources.github.junit import JUnitArtifacts
-from exporter.sources.github.poller import RepositoryPoller
+from exporter.sources.github.poller import Enricher, RepositoryPoller
 from exporter.sources.retry import Backoff
 from exporter.state import Store
 from exporter.telemetry import Telemetry
@@ -102,7 +104,10 @@ class App:
             self.github = client
             for repo in gh.repositories:
                 extra = [t.branch for t in config.targets if t.repository == repo.name]
-                enrichers = [JUnitArtifacts(repo, client, self.store, self.telemetry)]
+                enrichers: list[Enricher] = [
+                    JobLogs(repo, client, self.store, self.telemetry),
+                    JUnitArtifacts(repo, client, self.store, self.telemetry),
+                ]
                 poller = RepositoryPoller(
                     repo,
                     gh,
@@ -111,6 +116,7 @@ class App:
                     self.telemetry,
                     extra_branches=extra,
                     enrichers=enrichers,
+                    cache_storage=ActionsCacheStorage(repo, client, self.store),
                 )
                 self.pollers.append(poller)
                 self.jobs.append(

@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser("analyze", parents=[common], help="analyse local files")
     kinds = analyze.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    buildkit = kinds.add_parser(
+        "buildkit",
+        parents=[common],
+        help="BuildKit plain progress or a GitHub job log → build summary",
+    )
+    buildkit.add_argument("file", metavar="FILE|-")
+    buildkit.add_argument("--json", action="store_true", help="JSON instead of text")
     junit = kinds.add_parser(
         "junit", parents=[common], help="JUnit XML (or artifact zips) → per-suite time and counts"
     )
@@ -225,6 +232,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from exporter import analyze
 
+    if args.kind == "buildkit":
+        return analyze.run_buildkit(args.file, args.json)
     if args.kind == "junit":
         if args.suite_depth < 1:
             raise ConfigError("--suite-depth: must be 1 or more")

@@ -62,7 +62,16 @@ class LogsConfig(_Strict):
     jobs: list[str] = Field(
         default_factory=list, description="globs of job names whose logs are read"
     )
+    # Logs are streamed; past this many bytes the rest is not read (counted as log_truncated).
     max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Distinct (stage, instruction) label pairs per job; further ones fold into "other" (counted).
+    max_instructions: int = Field(default=50, ge=1)
+
+
+class ActionsCacheConfig(_Strict):
+    enabled: bool = True
+    poll_interval: Duration = 600.0
+    limit_bytes: int = Field(default=10 * 1024**3, gt=0)
 
 
 class JunitConfig(_Strict):
@@ -82,6 +91,7 @@ class RepositoryConfig(_Strict):
     branches: list[str] = Field(default_factory=lambda: ["main", "master"])
     logs: LogsConfig = Field(default_factory=LogsConfig)
     junit: JunitConfig = Field(default_factory=JunitConfig)
+    actions_cache: ActionsCacheConfig = Field(default_factory=ActionsCacheConfig)
 
     @field_validator("name")
     @classmethod

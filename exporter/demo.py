@@ -43,6 +43,7 @@ class Demo:
                             "name": DEMO_REPOSITORY,
                             "workflows": [sim.workflow_name],
                             "junit": {"artifacts": ["junit*"]},
+                            "logs": {"jobs": ["build*"]},
                             "branches": ["main"],
                         }
                     ],

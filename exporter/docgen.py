@@ -21,6 +21,7 @@ def render() -> str:
     ]
     groups = (
         ("Pipelines, jobs and steps", m.PIPELINE_METRICS),
+        ("Build cache and Actions cache (job logs, cache API)", m.BUILD_METRICS),
         ("Tests (JUnit artifacts)", m.TEST_METRICS),
         ("The exporter itself", m.EXPORTER_METRICS),
     )

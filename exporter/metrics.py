@@ -179,6 +179,127 @@ TEST_CASES = MetricSpec(
 )
 TEST_METRICS = (TEST_SUITE_DURATION, TEST_SUITE_LAST, TEST_CASES)
 
+BUILD_BUCKETS = (5, 10, 30, 60, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, 3600)
+CACHE_BUCKETS = (0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 600)
+_LOG_NOTE = "From the BuildKit output in job logs (github.repositories[].logs.jobs)."
+
+BUILDKIT_BUILD = MetricSpec(
+    "buildkit_build_duration_seconds",
+    "histogram",
+    "One docker build/bake found in a job log (first to last line of its output). " + _LOG_NOTE,
+    ("repository", "workflow", "job", "cache_backend"),
+    BUILD_BUCKETS,
+    foldable=("job",),
+    group="build",
+)
+BUILDKIT_IMPORT = MetricSpec(
+    "buildkit_cache_import_seconds",
+    "histogram",
+    "Time importing cache manifests in one build, by backend (gha, registry, local, s3, azblob, "
+    "inline, none, unknown). " + _LOG_NOTE,
+    ("repository", "workflow", "job", "cache_backend"),
+    CACHE_BUCKETS,
+    foldable=("job",),
+    group="build",
+)
+BUILDKIT_EXPORT = MetricSpec(
+    "buildkit_cache_export_seconds",
+    "histogram",
+    "Time exporting the build cache in one build, by backend. " + _LOG_NOTE,
+    ("repository", "workflow", "job", "cache_backend"),
+    CACHE_BUCKETS,
+    foldable=("job",),
+    group="build",
+)
+BUILDKIT_STEPS = MetricSpec(
+    "buildkit_steps_total",
+    "counter",
+    "Dockerfile instruction vertices by result: cached, executed, errored, canceled ([internal] "
+    "and [auth] vertices are not steps). " + _LOG_NOTE,
+    ("repository", "workflow", "job", "result"),
+    foldable=("job",),
+    group="build",
+)
+BUILDKIT_HIT_RATIO = MetricSpec(
+    "buildkit_last_cache_hit_ratio",
+    "gauge",
+    "cached ÷ (cached + executed) steps in the latest build of the job. " + _LOG_NOTE,
+    ("repository", "workflow", "job"),
+    foldable=("job",),
+    group="build",
+)
+BUILDKIT_STEP_DURATION = MetricSpec(
+    "buildkit_step_duration_seconds",
+    "histogram",
+    "Executed Dockerfile instructions, normalised to `RUN pip install` style (≤ 60 characters), "
+    "capped per job (logs.max_instructions). " + _LOG_NOTE,
+    ("repository", "workflow", "job", "stage", "instruction"),
+    STEP_BUCKETS,
+    foldable=("stage", "instruction"),
+    group="build",
+)
+CACHE_RESTORES = MetricSpec(
+    "github_actions_cache_restores_total",
+    "counter",
+    "actions/cache restores found in job logs, by result (hit, miss). " + _LOG_NOTE,
+    ("repository", "workflow", "job", "result"),
+    foldable=("job",),
+    group="build",
+)
+CACHE_RESTORE_SECONDS = MetricSpec(
+    "github_actions_cache_restore_seconds",
+    "histogram",
+    "Durations (from the jobs API) of the steps that restored an actions/cache.",
+    ("repository", "workflow", "job"),
+    CACHE_BUCKETS,
+    foldable=("job",),
+    group="build",
+)
+_CACHE_NOTE = "Polled every github.repositories[].actions_cache.poll_interval (GitHub refreshes it about every 5 minutes)."
+CACHE_USAGE = MetricSpec(
+    "github_actions_cache_usage_bytes",
+    "gauge",
+    "Active Actions cache size (/actions/cache/usage). " + _CACHE_NOTE,
+    ("repository",),
+    group="build",
+)
+CACHE_ENTRIES = MetricSpec(
+    "github_actions_cache_entries",
+    "gauge",
+    "Active Actions cache entries (/actions/cache/usage). " + _CACHE_NOTE,
+    ("repository",),
+    group="build",
+)
+CACHE_LIMIT = MetricSpec(
+    "github_actions_cache_limit_bytes",
+    "gauge",
+    "Configured Actions cache limit (actions_cache.limit_bytes, default 10 GiB).",
+    ("repository",),
+    group="build",
+)
+CACHE_KIND_BYTES = MetricSpec(
+    "github_actions_cache_entries_bytes",
+    "gauge",
+    "Bytes of the listed cache entries by kind: buildkit (BuildKit's gha cache, keys buildkit-blob-… "
+    "and index-buildkit-…) or other (/actions/caches). " + _CACHE_NOTE,
+    ("repository", "kind"),
+    group="build",
+)
+BUILD_METRICS = (
+    BUILDKIT_BUILD,
+    BUILDKIT_IMPORT,
+    BUILDKIT_EXPORT,
+    BUILDKIT_STEPS,
+    BUILDKIT_HIT_RATIO,
+    BUILDKIT_STEP_DURATION,
+    CACHE_RESTORES,
+    CACHE_RESTORE_SECONDS,
+    CACHE_USAGE,
+    CACHE_ENTRIES,
+    CACHE_LIMIT,
+    CACHE_KIND_BYTES,
+)
+
 BUILD_INFO = MetricSpec(
     "ci_pipeline_exporter_build_info",
     "gauge",
@@ -274,7 +395,9 @@ EXPORTER_METRICS = (
     POLLS_DEFERRED,
 )
 
-ALL_METRICS: tuple[MetricSpec, ...] = PIPELINE_METRICS + TEST_METRICS + EXPORTER_METRICS
+ALL_METRICS: tuple[MetricSpec, ...] = (
+    PIPELINE_METRICS + BUILD_METRICS + TEST_METRICS + EXPORTER_METRICS
+)
 
 
 def by_name(name: str) -> MetricSpec:

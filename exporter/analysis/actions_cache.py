@@ -9,7 +9,11 @@ from typing import Literal
 
 _RESTORE_HEADER = re.compile(r"^##\[group\]Run actions/cache(?:/restore)?@")
 _NEW_SECTION = re.compile(r"^##\[group\]Run |^Post job cleanup\.")
-_HIT = ("Cache restored from key:", "Cache hit occurred on the primary key", "Cache restored successfully")
+_HIT = (
+    "Cache restored from key:",
+    "Cache hit occurred on the primary key",
+    "Cache restored successfully",
+)
 _MISS = ("Cache not found for input keys:",)
 
 

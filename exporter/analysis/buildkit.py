@@ -9,9 +9,9 @@ Grammar: moby/buildkit util/progress/progressui/printer.go (see DATASOURCES.md �
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 VertexKind = Literal["step", "internal", "cache_import", "cache_export", "image_export", "other"]
@@ -19,7 +19,7 @@ StepResult = Literal["cached", "executed", "errored", "canceled"]
 STEP_RESULTS: tuple[StepResult, ...] = ("cached", "executed", "errored", "canceled")
 BACKENDS = ("gha", "registry", "local", "s3", "azblob", "inline", "none", "unknown")
 MAX_INSTRUCTION = 60
-MAX_VERTICES = 10_000  # per build; beyond it new vertices are ignored (a garbage guard)
+MAX_VERTICES = 2_000  # per build; beyond it new vertices are ignored (a garbage guard)
 
 # `#N rest`, possibly behind another prefix (a timestamp, `20:02:37  `, `Error: `).
 _LINE = re.compile(r"^(?:[^#]{0,64}?\s)?#(\d{1,6}) (.*)$|^#(\d{1,6}) (.*)$")
@@ -47,6 +47,7 @@ def import_backend(ref: str) -> str:
     return "registry"
 
 
+@lru_cache(maxsize=4096)
 def normalize_instruction(text: str) -> str:
     """`RUN pip install -r requirements.txt` → `RUN pip install`; `RUN --mount=… apt-get update &&
     apt-get install -y x` → `RUN apt-get update`; `COPY --from=build /app /app` → `COPY /app`.
@@ -56,11 +57,13 @@ def normalize_instruction(text: str) -> str:
     keyword = keyword.upper()
     if keyword == "RUN":
         command = re.split(r"&&|\|\||;|\|", rest, maxsplit=1)[0]
-        try:
-            words = shlex.split(command, posix=True)
-        except ValueError:
-            words = command.split()
-        words = [w for w in words if not w.startswith("-") and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", w)]
+        # Only the first words matter: a plain split (quotes stripped) is enough and fast.
+        words = [w.strip("'\"") for w in command.split()]
+        words = [
+            w
+            for w in words
+            if not w.startswith("-") and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", w)
+        ]
         if words and words[0] in ("sh", "bash", "/bin/sh", "/bin/bash") and len(words) > 1:
             words = words[1:]
         result = " ".join(["RUN", *words[:2]])
@@ -91,6 +94,8 @@ class BuildSummary:
     steps: dict[str, int]
     instructions: list[Instruction]
     error: str | None = None
+    imported: bool = False  # the build imported a cache (so its import time is meaningful)
+    exported: bool = False
 
     @property
     def cache_hit_ratio(self) -> float | None:
@@ -106,10 +111,17 @@ class BuildSummary:
             "cache_import_seconds": round(self.cache_import_seconds, 3),
             "cache_export_seconds": round(self.cache_export_seconds, 3),
             "cache_export_prepare_seconds": round(self.cache_export_prepare_seconds, 3),
-            "cache_hit_ratio": None if self.cache_hit_ratio is None else round(self.cache_hit_ratio, 4),
+            "cache_hit_ratio": None
+            if self.cache_hit_ratio is None
+            else round(self.cache_hit_ratio, 4),
             "steps": dict(self.steps),
             "instructions": [
-                {"stage": i.stage, "instruction": i.instruction, "seconds": round(i.seconds, 3), "result": i.result}
+                {
+                    "stage": i.stage,
+                    "instruction": i.instruction,
+                    "seconds": round(i.seconds, 3),
+                    "result": i.result,
+                }
                 for i in self.instructions
             ],
             "error": self.error,
@@ -176,7 +188,7 @@ class _Build:
         return any(v.kind != "internal" for v in self.vertices.values())
 
     def summary(self) -> BuildSummary:
-        steps = dict.fromkeys(STEP_RESULTS, 0)
+        steps: dict[str, int] = dict.fromkeys(STEP_RESULTS, 0)
         instructions: list[Instruction] = []
         imports = exports = prepare = 0.0
         import_backends: list[str] = []
@@ -204,17 +216,33 @@ class _Build:
                 steps[result] += 1
                 raw = _STEP.match(vertex.name)
                 text = raw.group("instr") if raw else vertex.name
-                instructions.append(Instruction(vertex.stage, normalize_instruction(text), text, seconds, result))
+                instructions.append(
+                    Instruction(vertex.stage, normalize_instruction(text), text, seconds, result)
+                )
         # Older BuildKit prints a bare "exporting cache": then the step's cache-to hint, else unknown.
-        backend = next((b for b in import_backends + export_backends if b), "") or self.hint or (
-            "none" if not import_backends and not export_backends else "unknown"
+        backend = (
+            next((b for b in import_backends + export_backends if b), "")
+            or self.hint
+            or ("none" if not import_backends and not export_backends else "unknown")
         )
         if self.first_ts is not None and self.last_ts is not None:
             duration = self.last_ts - self.first_ts
         else:
             duration = sum(v.duration() for v in self.vertices.values() if v.kind != "internal")
-        return BuildSummary(self.index, self.step, max(0.0, duration), backend, imports, exports, prepare,
-                            steps, instructions, self.error)
+        return BuildSummary(
+            self.index,
+            self.step,
+            max(0.0, duration),
+            backend,
+            imports,
+            exports,
+            prepare,
+            steps,
+            instructions,
+            self.error,
+            imported=bool(import_backends),
+            exported=bool(export_backends),
+        )
 
 
 class BuildKitParser:
@@ -229,7 +257,9 @@ class BuildKitParser:
     def _start(self, step: int | None) -> None:
         self._build = _Build(-1, step, self._hints.get(step, ""))
 
-    def feed(self, text: str, ts: float | None = None, step: int | None = None) -> list[BuildSummary]:
+    def feed(
+        self, text: str, ts: float | None = None, step: int | None = None
+    ) -> list[BuildSummary]:
         done: list[BuildSummary] = []
         match = _LINE.match(text)
         if match is None:
@@ -256,8 +286,10 @@ class BuildKitParser:
             build = self._build
             assert build is not None
         vertex = build.vertices.get(number)
-        if vertex is not None and rest != vertex.name and vertex.terminal is not None and not self._is_status(rest):
-            # The vertex numbers start again: a new build in the same step (bake, a second build).
+        if vertex is not None and vertex.terminal is not None and not self._is_status(rest):
+            # A finished vertex's number seen again with a header (its own name included:
+            # resumption headers are printed only for unfinished vertices): the numbers restarted,
+            # so a new build in the same step (bake, a second build).
             done.extend(self._close(build))
             self._start(step)
             build = self._build
@@ -271,7 +303,9 @@ class BuildKitParser:
                 return done
             kind, stage, backend = _classify(rest)
             self._order += 1
-            build.vertices[number] = _Vertex(rest, kind, self._order, stage, backend, first_ts=ts, last_ts=ts)
+            build.vertices[number] = _Vertex(
+                rest, kind, self._order, stage, backend, first_ts=ts, last_ts=ts
+            )
             return done
         if ts is not None:
             vertex.first_ts = ts if vertex.first_ts is None else vertex.first_ts
@@ -325,7 +359,9 @@ class BuildKitParser:
         return self._close(build) if build is not None else []
 
 
-def parse_buildkit(lines: Iterable[str | tuple[str, float | None, int | None]]) -> Iterator[BuildSummary]:
+def parse_buildkit(
+    lines: Iterable[str | tuple[str, float | None, int | None]],
+) -> Iterator[BuildSummary]:
     """Builds from bare lines, or (text, ts, step) tuples from the job-log reader."""
     parser = BuildKitParser()
     for line in lines:

@@ -76,21 +76,28 @@ def split_lines(chunks: Iterable[bytes], max_line: int = 64 * 1024) -> Iterator[
 
 
 class StepMatcher:
-    """Assigns lines to API steps: by time window (timestamps are second resolution, so a window is
-    [started, completed + 1)), else by the order of `##[group]Run` headers."""
+    """Assigns lines to API steps: by time, the latest step that started at or before the line
+    (steps run one after another; API times are whole seconds); without timestamps, by the order of
+    `##[group]Run` headers. Lines are expected in log order (the pointer only moves forward)."""
 
     def __init__(self, steps: Sequence[StepWindow]) -> None:
-        self.steps = [s for s in steps if s.started_at is not None and s.completed_at is not None]
+        self.steps = sorted(
+            (s for s in steps if s.started_at is not None and s.completed_at is not None),
+            key=lambda s: (s.started_at or 0.0, s.number),
+        )
         self.ordered = list(steps)
         self.index = 0
         self.order_index = 0
 
     def step_for(self, ts: float | None, text: str) -> int | None:
         if ts is not None and self.steps:
-            while self.index < len(self.steps) - 1 and ts >= (self.steps[self.index].completed_at or 0) + 1:
+            while (
+                self.index < len(self.steps) - 1
+                and (self.steps[self.index + 1].started_at or 0.0) <= ts
+            ):
                 self.index += 1
             step = self.steps[self.index]
-            if (step.started_at or 0) <= ts < (step.completed_at or 0) + 1:
+            if (step.started_at or 0.0) <= ts < (step.completed_at or 0.0) + 1:
                 return step.number
             return None
         if not self.ordered:
@@ -118,7 +125,7 @@ def parse_log_lines(chunks: Iterable[bytes], steps: Sequence[StepWindow] = ()) -
         if match is not None:
             try:
                 ts = hours.epoch_of(match)
-                body = raw[match.end():]
+                body = raw[match.end() :]
                 last_ts = ts
             except ValueError:
                 ts = last_ts

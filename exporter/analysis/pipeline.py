@@ -30,6 +30,8 @@ class StepFacts:
     number: int
     result: str
     seconds: float
+    started_at: float | None = None
+    completed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ def job_facts(job: dict[str, Any]) -> JobFacts:
                 number=_int(step.get("number")),
                 result=map_result(step.get("conclusion")),
                 seconds=seconds,
+                started_at=started,
+                completed_at=completed,
             )
         )
     return JobFacts(

@@ -28,6 +28,7 @@ import jwt
 
 from exporter.simulator.artifacts import JUnitArtifact, junit_artifact
 from exporter.simulator.blobs import BlobServer
+from exporter.simulator.buildlogs import JobLog, backend_for, cache_entries, job_log
 from exporter.simulator.clock import SimClock
 from exporter.simulator.model import SimAttempt, SimRun, Timeline
 from exporter.simulator.render import artifact_payload, job_payload, run_payload
@@ -100,6 +101,7 @@ class GitHubSimulator:
         # Artifact id → bytes served instead of the generated zip (hostile inputs in tests).
         self.artifact_overrides: dict[int, bytes] = {}
         self._artifacts: dict[tuple[str, int, int], JUnitArtifact | None] = {}
+        self._logs: dict[int, JobLog] = {}
         self.blobs = BlobServer(self._resolve_blob, host=host)
         self.routes = [
             _Route("GET", r"/rate_limit", self._rate_limit),
@@ -121,6 +123,9 @@ class GitHubSimulator:
             _Route(
                 "GET", r"/repos/([^/]+/[^/]+)/actions/artifacts/(\d+)/zip", self._download_artifact
             ),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/jobs/(\d+)/logs", self._job_logs),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/cache/usage", self._cache_usage),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/caches", self._cache_list),
             _Route("POST", r"/app/installations/(\d+)/access_tokens", self._installation_token),
         ]
         simulator = self
@@ -150,6 +155,81 @@ class GitHubSimulator:
         self.server.server_close()
         self.blobs.stop()
 
+    # -- job logs and the Actions cache -------------------------------------------------------
+    def job_log(self, run: SimRun, attempt: SimAttempt, job: Any) -> JobLog:
+        with self._lock:
+            found = self._logs.get(job.id)
+        if found is None:
+            builder = next((j for j in attempt.jobs if j.spec_id == "build-docker-image"), job)
+            found = job_log(self.seed, run, job, backend_for(run, builder))
+            with self._lock:
+                if len(self._logs) > 2000:
+                    self._logs.clear()
+                self._logs[job.id] = found
+        return found
+
+    def _log_truth(self, run: SimRun, attempt: SimAttempt, job: Any) -> dict[str, Any]:
+        log = self.job_log(run, attempt, job)
+        return {
+            "job": job.name,
+            "job_id": job.id,
+            "builds": [asdict(b) for b in log.builds],
+            "restores": log.restores,
+        }
+
+    def _job_by_id(self, repo: str, job_id: int) -> tuple[SimRun, SimAttempt, Any] | None:
+        run = self._find_run(repo, job_id // 100)
+        t = self.clock.now()
+        if run is None:
+            return None
+        for attempt in run.attempts:
+            for job in attempt.jobs:
+                if job.id == job_id and job.completed_at <= t and attempt.created_at <= t:
+                    return run, attempt, job
+        return None
+
+    def _job_logs(
+        self, h: _Handler, q: dict[str, str], repo: str, job_id: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self._job_by_id(repo, int(job_id)) is None:
+            return 404, {"message": "Not Found"}, {}
+        return 302, {}, {"Location": self.blobs.signed(f"/logs/{repo}/{job_id}.txt")}
+
+    def cache_entries(self, repo: str, t: float) -> list[dict[str, Any]]:
+        timeline = self.timelines[repo]
+        runs = []
+        for run in timeline.runs_until(t):
+            attempt = run.attempt_at(t)
+            if attempt is None or attempt.end > t:
+                continue
+            builder = next((j for j in attempt.jobs if j.spec_id == "build-docker-image"), None)
+            runs.append((run, backend_for(run, builder) if builder else "registry"))
+        return cache_entries(self.seed, repo, runs, t)
+
+    def _cache_usage(
+        self, h: _Handler, q: dict[str, str], repo: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if repo not in self.timelines:
+            return 404, {"message": "Not Found"}, {}
+        entries = self.cache_entries(repo, self.clock.now())
+        return (
+            200,
+            {
+                "full_name": repo,
+                "active_caches_size_in_bytes": sum(e["size_in_bytes"] for e in entries),
+                "active_caches_count": len(entries),
+            },
+            {},
+        )
+
+    def _cache_list(
+        self, h: _Handler, q: dict[str, str], repo: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if repo not in self.timelines:
+            return 404, {"message": "Not Found"}, {}
+        entries = self.cache_entries(repo, self.clock.now())
+        return self._paginate(h, q, entries, len(entries), "actions_caches")
+
     # -- artifacts --------------------------------------------------------------------------------
     def artifact(self, run: SimRun, attempt: SimAttempt) -> JUnitArtifact | None:
         key = (run.repository, run.index, attempt.number)
@@ -176,6 +256,10 @@ class GitHubSimulator:
         return None
 
     def _resolve_blob(self, path: str) -> bytes | None:
+        logged = re.match(r"^/logs/([^/]+/[^/]+)/(\d+)\.txt$", path)
+        if logged is not None:
+            job = self._job_by_id(logged.group(1), int(logged.group(2)))
+            return self.job_log(*job).text if job else None
         match = re.match(r"^/artifacts/([^/]+/[^/]+)/(\d+)\.zip$", path)
         if match is None:
             return None
@@ -219,6 +303,11 @@ class GitHubSimulator:
                             "critical_path": attempt.critical_path,
                             "junit": (art.suites if (art := self.artifact(run, attempt)) else {}),
                             "artifact_id": art.id if art else None,
+                            "logs": [
+                                self._log_truth(run, attempt, job)
+                                for job in attempt.jobs
+                                if job.conclusion != "skipped"
+                            ],
                             "jobs": [
                                 {
                                     "id": job.id,
@@ -235,7 +324,22 @@ class GitHubSimulator:
                         }
                     )
             active[repo] = counts
-        return {"now": t, "attempts": attempts, "active": active}
+        caches = {}
+        for repo in self.timelines:
+            entries = self.cache_entries(repo, t)
+            buildkit = sum(
+                e["size_in_bytes"]
+                for e in entries
+                if e["key"].startswith(("buildkit-blob-", "index-buildkit-"))
+            )
+            total = sum(e["size_in_bytes"] for e in entries)
+            caches[repo] = {
+                "usage_bytes": total,
+                "entries": len(entries),
+                "buildkit_bytes": buildkit,
+                "other_bytes": total - buildkit,
+            }
+        return {"now": t, "attempts": attempts, "active": active, "actions_cache": caches}
 
     # -- helpers ----------------------------------------------------------------------------------
     def _find_run(self, repo: str, run_id: int) -> SimRun | None:

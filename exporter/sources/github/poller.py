@@ -43,6 +43,10 @@ class PollResult:
 Recorder = Callable[[Transaction], None]
 
 
+class CacheStorage(Protocol):
+    def poll(self) -> dict[str, float]: ...
+
+
 class Enricher(Protocol):
     """Adds facts from another payload (artifacts, logs) to a newly completed attempt. `prepare` does
     the I/O and returns what to record in the attempt's transaction. A transient SourceError leaves
@@ -63,6 +67,7 @@ class RepositoryPoller:
         extra_branches: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         enrichers: Iterable[Enricher] = (),
+        cache_storage: CacheStorage | None = None,
     ) -> None:
         self.repo = repo
         self.github = github
@@ -73,6 +78,7 @@ class RepositoryPoller:
         self.source = f"github:{repo.name}"
         self.branches = set(repo.branches) | set(extra_branches)
         self.enrichers = list(enrichers)
+        self.cache_storage = cache_storage
         self._stopping = False
 
     def stop(self) -> None:
@@ -154,7 +160,24 @@ class RepositoryPoller:
         state = self.store.get_source_state(self.source)  # _graph may have updated it meanwhile
         state.update({"watermark": watermark, "last_poll": now, "window_start": start})
         self.store.set_source_state(self.source, state)
+        self._poll_cache_storage(now)
         return result
+
+    def _poll_cache_storage(self, now: float) -> None:
+        """Actions cache usage on its own interval; its failure is a counted skip, not the poll's."""
+        settings = self.repo.actions_cache
+        if self.cache_storage is None or not settings.enabled:
+            return
+        state = self.store.get_source_state(self.source)
+        if now - float(state.get("cache_polled_at", 0)) < settings.poll_interval:
+            return
+        # Success or not, the next attempt waits for the interval: a failing endpoint costs little.
+        state["cache_polled_at"] = now
+        self.store.set_source_state(self.source, state)
+        try:
+            self.cache_storage.poll()
+        except SourceError as exc:
+            self._skip(f"actions_cache_{exc.reason}", str(exc))
 
     def _set_active(self, workflows: set[str], active: dict[tuple[str, str], int]) -> None:
         """Both states of every workflow in the window, zeros included, so series don't flap."""
