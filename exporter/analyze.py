@@ -123,3 +123,44 @@ def run_buildkit(path: str, as_json: bool, out: TextIO = sys.stdout) -> int:
     else:
         print_buildkit(builds, out)
     return 0
+
+
+def run_image(
+    ref: str, as_json: bool, username: str | None, password: str | None, out: TextIO = sys.stdout
+) -> int:
+    """One image reference → per-platform compressed size, layers and digest (exit 1 if unreadable)."""
+    import httpx
+
+    from exporter.sources.errors import SourceError
+    from exporter.sources.registry import RegistryClient, parse_reference
+
+    try:
+        base, name, reference = parse_reference(ref)
+    except ValueError as exc:
+        print(f"ci-pipeline-exporter: {exc}", file=sys.stderr)
+        return 2
+    with httpx.Client(timeout=30.0) as http:
+        client = RegistryClient(base, http, username=username, password=password, max_retries=2)
+        try:
+            head = client.head(name, reference)
+            platforms = client.platforms(name, head.digest or reference)
+        except SourceError as exc:
+            print(f"ci-pipeline-exporter: {ref}: {exc}", file=sys.stderr)
+            return 1
+    if as_json:
+        data = {
+            "reference": ref,
+            "digest": head.digest,
+            "platforms": [
+                {k: v for k, v in p.to_json().items() if k != "blobs"} for p in platforms
+            ],
+        }
+        print(json.dumps(data, indent=2), file=out)
+        return 0
+    print(f"{ref}  {head.digest}", file=out)
+    for p in platforms:
+        print(
+            f"  {p.platform:<18} {p.size / 1e6:>10.1f} MB  {p.layers:>3} layers  {p.digest}",
+            file=out,
+        )
+    return 0

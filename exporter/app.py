@@ -12,7 +12,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from exporter.collector import StoreCollector
-from exporter.config import Config, ConfigError, GitHubConfig, parse_listen
+from exporter.config import Config, ConfigError, GitHubConfig, RegistryConfig, parse_listen
 from exporter.logging import SECRETS, get_logger
 from exporter.scheduler import PollRunner, Scheduler, SourceJob
 from exporter.server import HttpServer, Readiness, make_app
@@ -23,6 +23,8 @@ from exporter.sources.github.client import GitHubClient, RateBudget
 from exporter.sources.github.joblogs import JobLogs
 from exporter.sources.github.junit import JUnitArtifacts
 from exporter.sources.github.poller import Enricher, RepositoryPoller
+from exporter.sources.registry import RegistryClient
+from exporter.sources.registry_poller import RegistryPoller
 from exporter.sources.retry import Backoff
 from exporter.state import Store
 from exporter.telemetry import Telemetry
@@ -71,12 +73,9 @@ class App:
         self.telemetry = Telemetry(self.registry)
         self.registry.register(StoreCollector(self.store, config))
         self.jobs: list[SourceJob] = []
+        self._registry_http: list[httpx.Client] = []
         self.pollers: list[RepositoryPoller] = []
         self.http: httpx.Client | None = None
-        if config.registries:
-            log.warning(
-                "registries are configured but image polling is not available in this version"
-            )
         if config.github is not None and config.github.repositories:
             gh = config.github
             self.http = httpx.Client(
@@ -122,10 +121,39 @@ class App:
                 self.jobs.append(
                     SourceJob(poller.source, poller.poll, gh.poll_interval, self.budget)
                 )
+        for registry in config.registries:
+            self._add_registry(registry, environ, backoff)
         self.readiness = Readiness(job.source for job in self.jobs)
         self.runner = PollRunner(self.telemetry, self.readiness)
         self.scheduler: Scheduler | None = None
         self.server: HttpServer | None = None
+
+    def _add_registry(
+        self, registry: RegistryConfig, environ: Mapping[str, str], backoff: Backoff | None
+    ) -> None:
+        username = environ.get(registry.username_env, "") if registry.username_env else ""
+        password = environ.get(registry.password_env, "") if registry.password_env else ""
+        if registry.password_env and not password:
+            raise ConfigError(
+                f"registries: environment variable {registry.password_env} is not set"
+            )
+        SECRETS.add(password)
+        http = httpx.Client(
+            timeout=httpx.Timeout(registry.timeout, connect=min(10.0, registry.timeout)),
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._registry_http.append(http)
+        client = RegistryClient(
+            registry.url,
+            http,
+            username=username or None,
+            password=password or None,
+            telemetry=self.telemetry,
+            max_retries=registry.max_retries,
+            backoff=backoff or Backoff(base=0.5),
+        )
+        poller = RegistryPoller(registry, client, self.store, self.telemetry)
+        self.jobs.append(SourceJob(poller.source, poller.poll, registry.poll_interval))
 
     def prune(self) -> None:
         if self.config.github is None:
@@ -169,5 +197,6 @@ class App:
 
     def close(self) -> None:
         self.store.close()
-        if self.http is not None:
-            self.http.close()
+        for client in [self.http, *self._registry_http]:
+            if client is not None:
+                client.close()

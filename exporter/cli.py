@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     buildkit.add_argument("file", metavar="FILE|-")
     buildkit.add_argument("--json", action="store_true", help="JSON instead of text")
+    image = kinds.add_parser(
+        "image", parents=[common], help="image reference → per-platform size, layers, digest"
+    )
+    image.add_argument(
+        "ref",
+        metavar="REF",
+        help="[http://]HOST[:PORT]/NAME:TAG or …@DIGEST (http for loopback only)",
+    )
+    image.add_argument("--json", action="store_true", help="JSON instead of a table")
+    image.add_argument("--username-env", help="environment variable holding the registry user name")
+    image.add_argument(
+        "--password-env", help="environment variable holding the registry password/token"
+    )
     junit = kinds.add_parser(
         "junit", parents=[common], help="JUnit XML (or artifact zips) → per-suite time and counts"
     )
@@ -232,6 +245,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from exporter import analyze
 
+    if args.kind == "image":
+        user = os.environ.get(args.username_env) if args.username_env else None
+        password = os.environ.get(args.password_env) if args.password_env else None
+        return analyze.run_image(args.ref, args.json, user, password)
     if args.kind == "buildkit":
         return analyze.run_buildkit(args.file, args.json)
     if args.kind == "junit":

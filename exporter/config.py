@@ -163,10 +163,31 @@ class TargetConfig(_Strict):
     baseline: Bounds | None = None
 
 
+class RunRef(_Strict):
+    """The run whose head_sha fills `{head_sha}` / `{head_sha:7}` in tag templates."""
+
+    repository: str
+    workflow: str
+    branch: str = "main"
+
+
 class ImageConfig(_Strict):
     name: str
     tags: list[str] = Field(default_factory=lambda: ["latest"])
     set: str | None = None
+    run: RunRef | None = None
+
+    @model_validator(mode="after")
+    def _templates_need_a_run(self) -> ImageConfig:
+        if any("{" in tag for tag in self.tags) and self.run is None:
+            raise ValueError(
+                "tags with {head_sha} templates need run: {repository, workflow, branch}"
+            )
+        for tag in self.tags:
+            stripped = re.sub(r"\{head_sha(?::\d+)?\}", "", tag)
+            if "{" in stripped or "}" in stripped:
+                raise ValueError(f"tag {tag!r}: only {{head_sha}} and {{head_sha:N}} are templates")
+        return self
 
 
 class RegistryConfig(_Strict):
@@ -174,7 +195,38 @@ class RegistryConfig(_Strict):
     username_env: str | None = None
     password_env: str | None = None
     poll_interval: Duration = 900.0
+    timeout: Duration = 30.0
+    max_retries: int = Field(default=3, ge=0, le=10)
     images: list[ImageConfig] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError("plain http is allowed for loopback registries only")
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.url).netloc
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LimitsConfig(_Strict):
@@ -195,6 +247,14 @@ class Config(_Strict):
     def _host_port(cls, value: str) -> str:
         parse_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _registries_unique(self) -> Config:
+        hosts = [r.host for r in self.registries]
+        for host in hosts:
+            if hosts.count(host) > 1:
+                raise ValueError(f"registries: {host} is listed twice")
+        return self
 
     @model_validator(mode="after")
     def _targets_name_repositories(self) -> Config:

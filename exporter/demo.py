@@ -5,6 +5,7 @@ from __future__ import annotations
 from exporter.app import App
 from exporter.config import validate_config
 from exporter.simulator.github import GitHubSimulator
+from exporter.simulator.registry import IMAGE_SETS, RegistrySimulator
 from exporter.simulator.scenarios import SCENARIOS
 
 DEMO_TOKEN = "demo-token-not-secret"
@@ -25,6 +26,7 @@ class Demo:
             raise ConfigError(
                 f"--scenario: unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})"
             )
+        self.registry = RegistrySimulator("after" if scenario == "optimized" else "before").start()
         self.github = GitHubSimulator(
             scenario, seed=seed, speed=speed, token=DEMO_TOKEN, repositories=(DEMO_REPOSITORY,)
         ).start()
@@ -48,6 +50,24 @@ class Demo:
                         }
                     ],
                 },
+                "registries": [
+                    {
+                        "url": self.registry.url,
+                        "poll_interval": "5s",
+                        "images": [
+                            {
+                                "name": name,
+                                "tags": ["latest", "sha-{head_sha:7}"],
+                                "set": "webapp",
+                                "run": {
+                                    "repository": DEMO_REPOSITORY,
+                                    "workflow": sim.workflow_name,
+                                },
+                            }
+                            for name in IMAGE_SETS[self.registry.images]
+                        ],
+                    }
+                ],
                 "targets": [
                     {
                         "repository": DEMO_REPOSITORY,
@@ -74,3 +94,4 @@ class Demo:
     def stop(self) -> None:
         self.app.stop()
         self.github.stop()
+        self.registry.stop()

@@ -23,6 +23,7 @@ def render() -> str:
         ("Pipelines, jobs and steps", m.PIPELINE_METRICS),
         ("Build cache and Actions cache (job logs, cache API)", m.BUILD_METRICS),
         ("Tests (JUnit artifacts)", m.TEST_METRICS),
+        ("Images (OCI registries)", m.IMAGE_METRICS),
         ("The exporter itself", m.EXPORTER_METRICS),
     )
     for title, specs in groups:

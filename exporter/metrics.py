@@ -300,6 +300,32 @@ BUILD_METRICS = (
     CACHE_KIND_BYTES,
 )
 
+_REGISTRY_NOTE = "Polled from the registry every registries[].poll_interval."
+IMAGE_SIZE = MetricSpec(
+    "container_image_size_bytes",
+    "gauge",
+    "Compressed image size per platform: config + layers as pushed. A templated tag keeps its "
+    "template ({head_sha:7}) as the label and follows the latest successful run. " + _REGISTRY_NOTE,
+    ("registry", "image", "tag", "platform"),
+    group="images",
+)
+IMAGE_LAYERS = MetricSpec(
+    "container_image_layers",
+    "gauge",
+    "Layer count per platform. " + _REGISTRY_NOTE,
+    ("registry", "image", "tag", "platform"),
+    group="images",
+)
+IMAGE_SET_SIZE = MetricSpec(
+    "container_image_set_size_bytes",
+    "gauge",
+    "Sum over a set's images (kind=total) and with layers shared between them counted once "
+    "(kind=unique). " + _REGISTRY_NOTE,
+    ("set", "kind"),
+    group="images",
+)
+IMAGE_METRICS = (IMAGE_SIZE, IMAGE_LAYERS, IMAGE_SET_SIZE)
+
 BUILD_INFO = MetricSpec(
     "ci_pipeline_exporter_build_info",
     "gauge",
@@ -396,7 +422,7 @@ EXPORTER_METRICS = (
 )
 
 ALL_METRICS: tuple[MetricSpec, ...] = (
-    PIPELINE_METRICS + BUILD_METRICS + TEST_METRICS + EXPORTER_METRICS
+    PIPELINE_METRICS + BUILD_METRICS + TEST_METRICS + IMAGE_METRICS + EXPORTER_METRICS
 )
 
 

@@ -51,7 +51,14 @@ def test_04_errored_run_step() -> None:
     (build,) = builds_of("04_")
     assert build["steps"] == {"cached": 0, "executed": 1, "errored": 1, "canceled": 0}
     errored = [i for i in build["instructions"] if i["result"] == "errored"]
-    assert errored == [{"stage": "unnamed", "instruction": "RUN pip install", "seconds": 0.831, "result": "errored"}]
+    assert errored == [
+        {
+            "stage": "unnamed",
+            "instruction": "RUN pip install",
+            "seconds": 0.831,
+            "result": "errored",
+        }
+    ]
     assert "exit code: 1" in build["error"]
 
 
@@ -108,10 +115,14 @@ def test_several_builds_cancel_and_timestamps() -> None:
     """Two builds in one log (numbers restart), durations from line timestamps, and a vertex left
     without a terminal line when the job was cancelled counts as canceled."""
     lines = [
-        ("#1 [internal] load build definition from Dockerfile", 100.0), ("#1 DONE 0.0s", 100.0),
-        ("#2 [a 1/2] RUN make", 100.5), ("#2 DONE 10.0s", 110.5),
-        ("#1 [internal] load build definition from Dockerfile", 120.0), ("#1 DONE 0.0s", 120.0),
-        ("#2 [b 1/2] RUN make test", 121.0), ("#2 3.100 running", 124.1),
+        ("#1 [internal] load build definition from Dockerfile", 100.0),
+        ("#1 DONE 0.0s", 100.0),
+        ("#2 [a 1/2] RUN make", 100.5),
+        ("#2 DONE 10.0s", 110.5),
+        ("#1 [internal] load build definition from Dockerfile", 120.0),
+        ("#1 DONE 0.0s", 120.0),
+        ("#2 [b 1/2] RUN make test", 121.0),
+        ("#2 3.100 running", 124.1),
     ]
     parser = BuildKitParser()
     builds = [b for text, ts in lines for b in parser.feed(text, ts, None)] + parser.finish()
@@ -123,18 +134,32 @@ def test_several_builds_cancel_and_timestamps() -> None:
 def test_job_log_timestamps_continuations_and_steps() -> None:
     """The reference job log: 7-digit timestamps, continuation lines without one, BOM tolerated;
     lines are assigned to the API's steps by time."""
-    raw = (REFERENCE / "job-logs" / "pluhin-hladki-job-log-head.txt").read_bytes().split(b"\n", 1)[1]
+    raw = (
+        (REFERENCE / "job-logs" / "pluhin-hladki-job-log-head.txt").read_bytes().split(b"\n", 1)[1]
+    )
     lines = list(parse_log_lines([b"\xef\xbb\xbf" + raw]))
     assert len(lines) == raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
     first_ts = parse_timestamp("2022-05-07T20:41:37.6272156Z")
     assert lines[0].ts == pytest.approx(first_ts, abs=1e-6)
     assert lines[0].text == "Requested labels: ubuntu-latest"
     assert all(line.ts is not None for line in lines)
-    wrapped = list(parse_log_lines([b"2026-01-01T00:00:01.5000000Z files_separator: \nmore\r\n"
-                                    b"2026-01-01T00:00:02.0000000Z next\n"]))
+    wrapped = list(
+        parse_log_lines(
+            [
+                b"2026-01-01T00:00:01.5000000Z files_separator: \nmore\r\n"
+                b"2026-01-01T00:00:02.0000000Z next\n"
+            ]
+        )
+    )
     assert [(line.text, line.ts) for line in wrapped] == [
-        ("files_separator: ", 1767225601.5), ("more", 1767225601.5), ("next", 1767225602.0)]
-    steps = [StepWindow(1, "Set up job", first_ts, first_ts + 6), StepWindow(2, "Run", first_ts + 7, first_ts + 60)]
+        ("files_separator: ", 1767225601.5),
+        ("more", 1767225601.5),
+        ("next", 1767225602.0),
+    ]
+    steps = [
+        StepWindow(1, "Set up job", first_ts, first_ts + 6),
+        StepWindow(2, "Run", first_ts + 7, first_ts + 60),
+    ]
     assigned = list(parse_log_lines([raw], steps))
     assert assigned[0].step == 1 and assigned[-1].step == 2
 
@@ -143,28 +168,52 @@ def test_cache_restore_hits_and_misses() -> None:
     """actions/cache v4 restore output → hit or miss; post (save) steps are not restores."""
     detector = CacheRestoreDetector()
     for text, step in [
-        ("##[group]Run actions/cache@v4", 3), ("  key: k1", 3), ("##[endgroup]", 3),
+        ("##[group]Run actions/cache@v4", 3),
+        ("  key: k1", 3),
+        ("##[endgroup]", 3),
         ("Cache restored from key: k1", 3),
-        ("##[group]Run actions/cache/restore@v4", 4), ("Cache not found for input keys: k2", 4),
-        ("##[group]Run make", 5), ("Cache restored from key: bogus", 5),
-        ("Post job cleanup.", 9), ("Cache hit occurred on the primary key k1, not saving cache.", 9),
+        ("##[group]Run actions/cache/restore@v4", 4),
+        ("Cache not found for input keys: k2", 4),
+        ("##[group]Run make", 5),
+        ("Cache restored from key: bogus", 5),
+        ("Post job cleanup.", 9),
+        ("Cache hit occurred on the primary key k1, not saving cache.", 9),
     ]:
         detector.feed(text, step)
     assert [(r.step, r.result) for r in detector.restores] == [(3, "hit"), (4, "miss")]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(
-    st.binary(max_size=120),
-    st.sampled_from([
-        b"#1 [internal] load build definition from Dockerfile", b"#2 [base 1/3] RUN make", b"#2 DONE 1.5s",
-        b"#2 ERROR: boom", b"#3 CACHED", b"#3 CANCELED", b"#2 ...", b"#4 importing cache manifest from gha:1",
-        b"#4 DONE -3s", b"#5 exporting to GitHub Actions Cache", b"#5 preparing build cache for export 9e999s done",
-        b"#0 building with \"x\" instance using docker driver", b"2026-01-01T00:00:00.0000000Z #6 [a 1/1] RUN x",
-        b"2026-13-45T99:99:99.0Z #6 DONE 1.0s", b"#99999999 x", b"##[group]Run actions/cache@v4",
-        b"Cache restored from key: x", b"\xff\xfe\x00#7 DONE 2.0s",
-    ]),
-), max_size=60))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=120),
+            st.sampled_from(
+                [
+                    b"#1 [internal] load build definition from Dockerfile",
+                    b"#2 [base 1/3] RUN make",
+                    b"#2 DONE 1.5s",
+                    b"#2 ERROR: boom",
+                    b"#3 CACHED",
+                    b"#3 CANCELED",
+                    b"#2 ...",
+                    b"#4 importing cache manifest from gha:1",
+                    b"#4 DONE -3s",
+                    b"#5 exporting to GitHub Actions Cache",
+                    b"#5 preparing build cache for export 9e999s done",
+                    b'#0 building with "x" instance using docker driver',
+                    b"2026-01-01T00:00:00.0000000Z #6 [a 1/1] RUN x",
+                    b"2026-13-45T99:99:99.0Z #6 DONE 1.0s",
+                    b"#99999999 x",
+                    b"##[group]Run actions/cache@v4",
+                    b"Cache restored from key: x",
+                    b"\xff\xfe\x00#7 DONE 2.0s",
+                ]
+            ),
+        ),
+        max_size=60,
+    )
+)
 def test_parsers_never_raise_or_report_impossible_values(chunks: list[bytes]) -> None:
     """Truncated, interleaved, garbage and non-UTF-8 input: no exception, no negative or non-finite
     durations, counts consistent."""
@@ -173,8 +222,12 @@ def test_parsers_never_raise_or_report_impossible_values(chunks: list[bytes]) ->
         pieces = [data[:split], data[split:]]
         facts = analyze_job_log(pieces)
         for build in facts.builds:
-            numbers = [build.duration_seconds, build.cache_import_seconds, build.cache_export_seconds,
-                       *(i.seconds for i in build.instructions)]
+            numbers = [
+                build.duration_seconds,
+                build.cache_import_seconds,
+                build.cache_export_seconds,
+                *(i.seconds for i in build.instructions),
+            ]
             assert all(n >= 0 and n == n and n != float("inf") for n in numbers)
             assert sum(build.steps.values()) == len(build.instructions)
             ratio = build.cache_hit_ratio
@@ -206,8 +259,13 @@ print(base, peak, facts.lines)
 def test_200_mb_log_in_constant_memory() -> None:
     """A 200 MB synthetic log is parsed with peak RSS growth under 50 MB (measured in a child
     process: ru_maxrss after imports vs at the end)."""
-    result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(200 << 20)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=400)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(200 << 20)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr
     base, peak, lines = (int(x) for x in result.stdout.split())
     assert lines > 1_000_000
@@ -220,9 +278,19 @@ def test_analyze_buildkit_cli() -> None:
     result = run_cli("analyze", "buildkit", "--json", str(path))
     assert result.returncode == 0, result.stderr
     (build,) = json.loads(result.stdout)["builds"]
-    assert set(build) >= {"duration_seconds", "cache_backend", "cache_import_seconds",
-                          "cache_export_seconds", "steps", "instructions"}
-    piped = subprocess.run([sys.executable, "-m", "exporter", "analyze", "buildkit", "-"],
-                           input=next(LOGS.glob("03_*")).read_bytes(), capture_output=True, cwd=ROOT)
+    assert set(build) >= {
+        "duration_seconds",
+        "cache_backend",
+        "cache_import_seconds",
+        "cache_export_seconds",
+        "steps",
+        "instructions",
+    }
+    piped = subprocess.run(
+        [sys.executable, "-m", "exporter", "analyze", "buildkit", "-"],
+        input=next(LOGS.glob("03_*")).read_bytes(),
+        capture_output=True,
+        cwd=ROOT,
+    )
     assert b"cache registry" in piped.stdout
     assert run_cli("analyze", "buildkit", "/nonexistent").returncode == 1

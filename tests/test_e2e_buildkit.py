@@ -31,35 +31,53 @@ def _check(exp: Exposition, truth: dict, repo: str = "acme/webapp") -> None:  # 
                 steps[(log["job"], "cached")] += build["cached"]
                 steps[(log["job"], "executed")] += build["executed"]
                 for item in build["instructions"]:
-                    instructions[(log["job"], item["stage"], item["instruction"])].append(item["seconds"])
+                    instructions[(log["job"], item["stage"], item["instruction"])].append(
+                        item["seconds"]
+                    )
             for restore in log["restores"]:
                 restores[(log["job"], restore["result"])] += 1
                 restore_seconds[log["job"]].append(restore["seconds"])
     assert builds, "the scenario has builds"
     for (job, backend), items in builds.items():
         labels = {"repository": repo, "job": job, "cache_backend": backend}
-        for metric, key in (("buildkit_build_duration_seconds", "duration_seconds"),
-                            ("buildkit_cache_import_seconds", "import_seconds"),
-                            ("buildkit_cache_export_seconds", "export_seconds")):
+        for metric, key in (
+            ("buildkit_build_duration_seconds", "duration_seconds"),
+            ("buildkit_cache_import_seconds", "import_seconds"),
+            ("buildkit_cache_export_seconds", "export_seconds"),
+        ):
             assert exp.total(f"{metric}_count", **labels) == len(items), (metric, job, backend)
-            assert exp.total(f"{metric}_sum", **labels) == pytest.approx(sum(b[key] for b in items), abs=0.01), metric
-    assert exp.by("buildkit_steps_total", "job", "result") == {k: float(v) for k, v in steps.items() if v}
+            assert exp.total(f"{metric}_sum", **labels) == pytest.approx(
+                sum(b[key] for b in items), abs=0.01
+            ), metric
+    assert exp.by("buildkit_steps_total", "job", "result") == {
+        k: float(v) for k, v in steps.items() if v
+    }
     for (job, stage, instruction), values in instructions.items():
         labels = {"job": job, "stage": stage, "instruction": instruction}
         assert exp.total("buildkit_step_duration_seconds_count", **labels) == len(values)
-        assert exp.total("buildkit_step_duration_seconds_sum", **labels) == pytest.approx(sum(values), abs=1e-6)
-    assert exp.by("github_actions_cache_restores_total", "job", "result") == {k: float(v) for k, v in restores.items()}
+        assert exp.total("buildkit_step_duration_seconds_sum", **labels) == pytest.approx(
+            sum(values), abs=1e-6
+        )
+    assert exp.by("github_actions_cache_restores_total", "job", "result") == {
+        k: float(v) for k, v in restores.items()
+    }
     for job, values in restore_seconds.items():
-        assert exp.total("github_actions_cache_restore_seconds_sum", job=job) == pytest.approx(sum(values))
+        assert exp.total("github_actions_cache_restore_seconds_sum", job=job) == pytest.approx(
+            sum(values)
+        )
     cache = truth["actions_cache"][repo]
     assert exp.total("github_actions_cache_usage_bytes", repository=repo) == cache["usage_bytes"]
     assert exp.total("github_actions_cache_entries", repository=repo) == cache["entries"]
-    assert exp.total("github_actions_cache_entries_bytes", kind="buildkit") == cache["buildkit_bytes"]
+    assert (
+        exp.total("github_actions_cache_entries_bytes", kind="buildkit") == cache["buildkit_bytes"]
+    )
     assert exp.total("github_actions_cache_entries_bytes", kind="other") == cache["other_bytes"]
     assert exp.total("github_actions_cache_limit_bytes") == 10 * 1024**3
 
 
-def test_buildkit_metrics_equal_ground_truth(sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]) -> None:
+def test_buildkit_metrics_equal_ground_truth(
+    sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]
+) -> None:
     """The seed scenario (gha cache): every buildkit_* and github_actions_cache_* series equals the
     simulator's record; logs are read once each, never with the token."""
     config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=LOGS)
@@ -82,7 +100,9 @@ def test_registry_cache_after_the_change(tmp_path: Path, env: dict[str, str]) ->
     """The optimized scenario uses the registry cache: imports are faster than the baseline's gha
     imports, base layers are cached, and no BuildKit bytes sit in the Actions cache."""
     with validated_simulator("optimized", seed=3, token=env["TEST_GITHUB_TOKEN"]) as sim:
-        config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=LOGS)
+        config = write_config(
+            tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=LOGS
+        )
         result = run_cli("once", "--config", str(config), env=env)
         exp = Exposition.parse(result.stdout)
         truth = httpx.get(f"{sim.url}/_sim/truth").json()
@@ -93,3 +113,30 @@ def test_registry_cache_after_the_change(tmp_path: Path, env: dict[str, str]) ->
         cached = exp.total("buildkit_steps_total", job="build-docker-image", result="cached")
         executed = exp.total("buildkit_steps_total", job="build-docker-image", result="executed")
         assert cached / (cached + executed) > 0.5  # the seed's share is 4/9
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"logs": {"jobs": ["build*"], "max_bytes": 2000}}, "log_truncated"),
+        ({"logs": {"jobs": ["build*"]}}, "log_expired"),
+    ],
+)
+def test_truncated_and_expired_logs_are_counted(
+    sim: GitHubSimulator,
+    tmp_path: Path,
+    env: dict[str, str],
+    extra: dict,
+    reason: str,  # type: ignore[type-arg]
+) -> None:
+    """A log over logs.max_bytes is read up to the cap and counted; an expired link is a counted
+    skip; either way the poll succeeds and every run is observed."""
+    if reason == "log_expired":
+        sim.blobs.ttl = -10
+    config = write_config(tmp_path / "c.yaml", sim.url, state=tmp_path / "s.db", repo_extra=extra)
+    result = run_cli("once", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    exp = Exposition.parse(result.stdout)
+    assert exp.total("ci_pipeline_exporter_poll_errors_total", reason=reason) > 0
+    truth = httpx.get(f"{sim.url}/_sim/truth").json()
+    assert exp.total("ci_pipeline_exporter_runs_observed_total") == len(truth["attempts"])

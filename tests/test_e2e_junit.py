@@ -19,8 +19,10 @@ def _expected(truth: dict) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
     durations: dict[str, list[float]] = defaultdict(list)
     cases: dict[tuple[str, str], int] = defaultdict(int)
     latest: dict[str, float] = {}
-    newest = max((a for a in truth["attempts"] if a["junit"]),
-                 key=lambda a: max(j["completed_at"] for j in a["jobs"]))
+    newest = max(
+        (a for a in truth["attempts"] if a["junit"]),
+        key=lambda a: max(j["completed_at"] for j in a["jobs"]),
+    )
     for attempt in truth["attempts"]:
         for suite, totals in attempt["junit"].items():
             durations[suite].append(totals["seconds"])
@@ -49,9 +51,15 @@ def test_test_metrics_equal_ground_truth_and_artifacts_download_once(
     for suite, values in durations.items():
         labels = {"repository": "acme/webapp", "workflow": "CI", "suite": suite}
         assert exp.total("cicd_test_suite_duration_seconds_count", **labels) == len(values)
-        assert exp.total("cicd_test_suite_duration_seconds_sum", **labels) == pytest.approx(sum(values), abs=1e-6)
-        assert exp.total("cicd_test_suite_last_duration_seconds", **labels) == pytest.approx(latest[suite])
-    assert exp.by("cicd_test_cases_total", "suite", "result") == {k: float(v) for k, v in cases.items()}
+        assert exp.total("cicd_test_suite_duration_seconds_sum", **labels) == pytest.approx(
+            sum(values), abs=1e-6
+        )
+        assert exp.total("cicd_test_suite_last_duration_seconds", **labels) == pytest.approx(
+            latest[suite]
+        )
+    assert exp.by("cicd_test_cases_total", "suite", "result") == {
+        k: float(v) for k, v in cases.items()
+    }
     assert cases[("pages", "failed")] > 0
     downloads = [r["path"] for r in sim.blobs.requests]
     assert len(downloads) == len(set(downloads)) == sum(1 for a in truth["attempts"] if a["junit"])
@@ -85,8 +93,12 @@ def test_hostile_artifacts_are_counted_skips(
     assert result.returncode == 0, result.stderr[-2000:]
     exp = Exposition.parse(result.stdout)
     reasons = exp.by("ci_pipeline_exporter_poll_errors_total", "reason")
-    want = {"billion-laughs": "junit_hostile", "zip-bomb": "artifact_too_large",
-            "truncated-zip": "artifact_invalid", "expired": "artifact_expired"}[kind]
+    want = {
+        "billion-laughs": "junit_hostile",
+        "zip-bomb": "artifact_too_large",
+        "truncated-zip": "artifact_invalid",
+        "expired": "artifact_expired",
+    }[kind]
     assert reasons.get((want,), 0) >= 1, reasons
     assert "artifact skipped" in result.stderr
     truth = httpx.get(f"{sim.url}/_sim/truth").json()
@@ -96,7 +108,9 @@ def test_hostile_artifacts_are_counted_skips(
     assert len(sim.blobs.requests) == before
 
 
-def test_suites_beyond_the_cap_fold_into_other(sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]) -> None:
+def test_suites_beyond_the_cap_fold_into_other(
+    sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]
+) -> None:
     """With max_suites 3, the first three apps keep their names, the rest fold into "other", and
     the folds are counted; total time and case counts are unchanged by folding."""
     extra = {"junit": {"artifacts": ["junit*"], "max_suites": 3}}
@@ -105,9 +119,15 @@ def test_suites_beyond_the_cap_fold_into_other(sim: GitHubSimulator, tmp_path: P
     exp = Exposition.parse(result.stdout)
     suites = {k[0] for k in exp.by("cicd_test_suite_duration_seconds_count", "suite")}
     assert len(suites) == 4 and "other" in suites
-    assert exp.total("ci_pipeline_exporter_series_dropped_total", metric="cicd_test_suite_duration_seconds") > 0
+    assert (
+        exp.total(
+            "ci_pipeline_exporter_series_dropped_total", metric="cicd_test_suite_duration_seconds"
+        )
+        > 0
+    )
     truth = httpx.get(f"{sim.url}/_sim/truth").json()
     durations, cases, _ = _expected(truth)
     assert exp.total("cicd_test_suite_duration_seconds_sum") == pytest.approx(
-        sum(sum(v) for v in durations.values()), abs=1e-6)
+        sum(sum(v) for v in durations.values()), abs=1e-6
+    )
     assert exp.total("cicd_test_cases_total") == sum(cases.values())

@@ -29,10 +29,19 @@ def minimal_reading(path: Path, depth: int) -> dict[str, dict[str, float]]:
     for suite in suites:
         for case in suite.iter("testcase"):
             cls = case.get("classname")
-            app = ".".join(cls.split(".")[:depth]) if cls else suite.get("name", "").rsplit("-", 1)[0]
+            app = (
+                ".".join(cls.split(".")[:depth]) if cls else suite.get("name", "").rsplit("-", 1)[0]
+            )
             tags = {child.tag for child in case}
-            result = ("failed" if "failure" in tags else "error" if "error" in tags
-                      else "skipped" if "skipped" in tags else "passed")
+            result = (
+                "failed"
+                if "failure" in tags
+                else "error"
+                if "error" in tags
+                else "skipped"
+                if "skipped" in tags
+                else "passed"
+            )
             out[app]["seconds"] += float(case.get("time", "0"))
             out[app][result] += 1
     return {k: dict(v) for k, v in out.items()}
@@ -82,7 +91,10 @@ def _zip(members: dict[str, bytes]) -> bytes:
 def zip_bomb(uncompressed: int) -> bytes:
     """A valid JUnit prefix followed by `uncompressed` bytes of whitespace, deflated (~1000:1)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("junit.xml", "w") as member:
+    with (
+        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("junit.xml", "w") as member,
+    ):
         member.write(b"<testsuites><testsuite name='bomb'>")
         block = b" " * (1 << 20)
         for _ in range(uncompressed >> 20):
@@ -104,8 +116,13 @@ def _peak_growth(action: Callable[[], object]) -> int:
 
 @pytest.mark.parametrize(
     ("data", "reason"),
-    [(BILLION_LAUGHS, "junit_hostile"), (XXE, "junit_hostile"), (TRUNCATED, "junit_invalid"),
-     (b"<html><body>not junit</body></html>", "junit_invalid"), (b"\xff\xfe garbage", "junit_invalid")],
+    [
+        (BILLION_LAUGHS, "junit_hostile"),
+        (XXE, "junit_hostile"),
+        (TRUNCATED, "junit_invalid"),
+        (b"<html><body>not junit</body></html>", "junit_invalid"),
+        (b"\xff\xfe garbage", "junit_invalid"),
+    ],
     ids=["billion-laughs", "xxe", "truncated", "not-junit", "garbage"],
 )
 def test_hostile_and_broken_documents_are_rejected(data: bytes, reason: str) -> None:

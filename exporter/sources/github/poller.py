@@ -179,6 +179,19 @@ class RepositoryPoller:
         except SourceError as exc:
             self._skip(f"actions_cache_{exc.reason}", str(exc))
 
+    def _remember_success(self, facts: RunFacts, run: dict[str, Any]) -> None:
+        """The latest successful run per workflow and branch: its head_sha fills image tag
+        templates (`{head_sha:7}`) for the registry poller."""
+        sha = run.get("head_sha")
+        if not isinstance(sha, str):
+            return
+        state = self.store.get_source_state(self.source)
+        latest: dict[str, Any] = state.setdefault("latest_success", {})
+        key = f"{facts.workflow}|{facts.branch}"
+        if float(latest.get(key, {}).get("completed_at", 0)) <= facts.completed_at:
+            latest[key] = {"head_sha": sha, "completed_at": facts.completed_at}
+            self.store.set_source_state(self.source, state)
+
     def _set_active(self, workflows: set[str], active: dict[tuple[str, str], int]) -> None:
         """Both states of every workflow in the window, zeros included, so series don't flap."""
         names = workflows | {workflow for workflow, _ in active}
@@ -241,6 +254,8 @@ class RepositoryPoller:
                 continue
             if self._record(key, facts, recorders):
                 result.attempts_observed += 1
+                if facts.result == "success":
+                    self._remember_success(facts, attempt_run)
 
     def _jobs(self, run_id: int, attempt: int) -> list[dict[str, Any]]:
         jobs: list[dict[str, Any]] = []
