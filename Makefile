@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs servers bench clean
+.PHONY: demo test docs generate servers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m exporter.docgen
+
+# Dashboards, alert rules and provisioning from grafana/*.py (a test fails when they are stale).
+generate: $(STAMP)
+	$(BIN)/python -m grafana.generate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -103,6 +103,8 @@ class App:
             self.github = client
             for repo in gh.repositories:
                 extra = [t.branch for t in config.targets if t.repository == repo.name]
+                targets = {(t.workflow, t.branch): t.target.upper for t in config.targets
+                           if t.repository == repo.name}
                 enrichers: list[Enricher] = [
                     JobLogs(repo, client, self.store, self.telemetry),
                     JUnitArtifacts(repo, client, self.store, self.telemetry),
@@ -114,6 +116,7 @@ class App:
                     self.store,
                     self.telemetry,
                     extra_branches=extra,
+                    targets=targets,
                     enrichers=enrichers,
                     cache_storage=ActionsCacheStorage(repo, client, self.store),
                 )
@@ -123,6 +126,8 @@ class App:
                 )
         for registry in config.registries:
             self._add_registry(registry, environ, backoff)
+        for job in self.jobs:
+            self.telemetry.poll_interval.labels(job.source).set(job.interval)
         self.readiness = Readiness(job.source for job in self.jobs)
         self.runner = PollRunner(self.telemetry, self.readiness)
         self.scheduler: Scheduler | None = None

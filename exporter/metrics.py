@@ -133,6 +133,14 @@ BASELINE = MetricSpec(
     ("repository", "workflow", "branch", "bound"),
 )
 
+RUN_TARGET = MetricSpec(
+    "cicd_pipeline_run_target_total",
+    "counter",
+    "Successful runs of a (repository, workflow, branch) that has a target, by outcome: within "
+    "(duration ≤ the target's upper bound) or above.",
+    ("repository", "workflow", "branch", "outcome"),
+)
+
 PIPELINE_METRICS = (
     RUN_DURATION,
     RUN_CRITICAL_PATH,
@@ -146,6 +154,7 @@ PIPELINE_METRICS = (
     STEP_DURATION,
     TARGET,
     BASELINE,
+    RUN_TARGET,
 )
 
 TEST_BUCKETS = (1, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 3600)
@@ -384,6 +393,10 @@ RATE_LIMIT = MetricSpec(
     ("resource",),
     group="exporter",
 )
+POLL_INTERVAL = MetricSpec(
+    "ci_pipeline_exporter_poll_interval_seconds", "gauge",
+    "The configured poll interval of the source (for staleness alerts).", ("source",), group="exporter",
+)
 SERIES_DROPPED = MetricSpec(
     "ci_pipeline_exporter_series_dropped_total",
     "counter",
@@ -416,6 +429,7 @@ EXPORTER_METRICS = (
     API_REQUESTS,
     RATE_REMAINING,
     RATE_LIMIT,
+    POLL_INTERVAL,
     SERIES_DROPPED,
     RUNS_OBSERVED,
     POLLS_DEFERRED,

@@ -49,6 +49,9 @@ class Telemetry:
         self.rate_limit = Gauge(
             m.RATE_LIMIT.name, m.RATE_LIMIT.help, m.RATE_LIMIT.labels, registry=registry
         )
+        self.poll_interval = Gauge(
+            m.POLL_INTERVAL.name, m.POLL_INTERVAL.help, m.POLL_INTERVAL.labels, registry=registry
+        )
         self.polls_deferred = Counter(
             _bare(m.POLLS_DEFERRED),
             m.POLLS_DEFERRED.help,

@@ -65,6 +65,7 @@ class RepositoryPoller:
         telemetry: Telemetry | None = None,
         *,
         extra_branches: Iterable[str] = (),
+        targets: dict[tuple[str, str], float] | None = None,
         clock: Callable[[], float] = time.time,
         enrichers: Iterable[Enricher] = (),
         cache_storage: CacheStorage | None = None,
@@ -77,6 +78,8 @@ class RepositoryPoller:
         self.clock = clock
         self.source = f"github:{repo.name}"
         self.branches = set(repo.branches) | set(extra_branches)
+        # (workflow, branch) → the target's upper bound in seconds.
+        self.targets = targets or {}
         self.enrichers = list(enrichers)
         self.cache_storage = cache_storage
         self._stopping = False
@@ -370,6 +373,10 @@ class RepositoryPoller:
                         step.seconds,
                     )
             tx.inc(m.RUNS_OBSERVED, (repo,))
+            upper = self.targets.get((workflow, facts.branch))
+            if upper is not None and facts.result == "success":
+                outcome = "within" if facts.seconds <= upper else "above"
+                tx.inc(m.RUN_TARGET, (repo, workflow, facts.branch, outcome))
             for record in recorders:
                 record(tx)
         return tx.applied

@@ -1,0 +1,264 @@
+"""Recording and alerting rules, from the knobs. Alert semantics: ../shared/CONTRACT.md §4."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafana.knobs import DASHBOARD_UIDS, Knobs
+
+RUN = "cicd_pipeline_run_duration_seconds"
+JOB = "cicd_pipeline_task_run_duration_seconds"
+RUN_KEYS = "repository, workflow, branch"
+# The exporter's `job` label (the CI job) collides with Prometheus' target label `job`: with the
+# default honor_labels: false, Prometheus keeps job="ci-pipeline-exporter" and renames the
+# exporter's label to `exported_job`, which is what rules and dashboards use.
+CI_JOB = "exported_job"
+
+
+def _median(
+    metric: str, keys: str, window: str, sel: str, extra: str = "", offset: str = ""
+) -> str:
+    off = f" offset {offset}" if offset else ""
+    matchers = ", ".join(x for x in (sel, extra) if x)
+    return (
+        f"histogram_quantile(0.5, sum by ({keys}, le) "
+        f"(increase({metric}_bucket{{{matchers}}}[{window}]{off})))"
+    )
+
+
+def _count(metric: str, keys: str, window: str, sel: str, extra: str = "", offset: str = "") -> str:
+    off = f" offset {offset}" if offset else ""
+    matchers = ", ".join(x for x in (sel, extra) if x)
+    return f"sum by ({keys}) (increase({metric}_count{{{matchers}}}[{window}]{off}))"
+
+
+def _alert(
+    name: str,
+    expr: str,
+    duration: str,
+    severity: str,
+    summary: str,
+    description: str,
+    dashboard: str,
+    k: Knobs,
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": duration,
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{k.runbook_url}#{name.lower()}",
+            "dashboard_url": f"{k.grafana_url}/d/{DASHBOARD_UIDS[dashboard]}",
+        },
+    }
+
+
+def recording_rules(k: Knobs) -> list[dict[str, Any]]:
+    sel = k.selector
+    rules = []
+    for q in ("0.5", "0.9"):
+        name = f"p{int(float(q) * 100)}"
+        rules.append(
+            {
+                "record": f"ci:cicd_pipeline_run_duration_seconds:{name}",
+                "expr": f"histogram_quantile({q}, sum by ({RUN_KEYS}, le) "
+                f'(increase({RUN}_bucket{{{sel}, result="success"}}[{k.recording_window}])))',
+            }
+        )
+        rules.append(
+            {
+                "record": f"ci:cicd_pipeline_task_run_duration_seconds:{name}",
+                "expr": f"histogram_quantile({q}, sum by (repository, workflow, branch, {CI_JOB}, le) "
+                f"(increase({JOB}_bucket{{{sel}}}[{k.recording_window}])))",
+            }
+        )
+    # 0 at the baseline's upper bound, 1 at the target's upper bound (clamped), by the median of
+    # the progress window's successful runs.
+    rules.append(
+        {
+            "record": "ci:cicd_pipeline_target_progress:ratio",
+            "expr": (
+                "clamp(("
+                f'cicd_pipeline_baseline_duration_seconds{{{sel}, bound="upper"}} - ignoring(bound) '
+                f'histogram_quantile(0.5, sum by ({RUN_KEYS}, le) (increase({RUN}_bucket{{{sel}, result="success"}}[{k.progress_window}]))))'
+                f' / ignoring(bound) (cicd_pipeline_baseline_duration_seconds{{{sel}, bound="upper"}} - ignoring(bound) '
+                f'cicd_pipeline_target_duration_seconds{{{sel}, bound="upper"}}), 0, 1)'
+            ),
+        }
+    )
+    return rules
+
+
+def alert_rules(k: Knobs) -> list[dict[str, Any]]:
+    sel = k.selector
+    success = 'result="success"'
+    above = (
+        f"({_median(RUN, RUN_KEYS, k.above_target_window, sel, success)} "
+        f'> on({RUN_KEYS}) group_left max by ({RUN_KEYS}) (cicd_pipeline_target_duration_seconds{{{sel}, bound="upper"}}))'
+        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.above_target_window, sel, success)} >= {k.above_target_min_runs})"
+    )
+    regression = (
+        f"({_median(RUN, RUN_KEYS, k.regression_recent, sel, success)} "
+        f"> {k.regression_factor} * {_median(RUN, RUN_KEYS, k.regression_baseline, sel, success, k.regression_recent)})"
+        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_recent, sel, success)} >= {k.regression_min_runs})"
+        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_baseline, sel, success, k.regression_recent)} >= {k.regression_min_runs})"
+    )
+    job_keys = f"repository, workflow, branch, {CI_JOB}"
+    job_regression = (
+        f"({_median(JOB, job_keys, k.regression_recent, sel, success)} "
+        f"> {k.job_regression_factor} * {_median(JOB, job_keys, k.regression_baseline, sel, success, k.regression_recent)})"
+        f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_recent, sel, success)} >= {k.regression_min_runs})"
+        f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_baseline, sel, success, k.regression_recent)} >= {k.regression_min_runs})"
+    )
+    queue = (
+        f"histogram_quantile(0.9, sum by (repository, workflow, {CI_JOB}, le) "
+        f"(rate(cicd_pipeline_task_run_queue_seconds_bucket{{{sel}}}[{k.queue_window}]))) > {k.queue_p90_seconds}"
+    )
+    steps = "buildkit_steps_total"
+    cache_hit = (
+        f'sum by (repository, workflow, {CI_JOB}) (increase({steps}{{{sel}, result="cached"}}[{k.cache_hit_window}]))'
+        f' / sum by (repository, workflow, {CI_JOB}) (increase({steps}{{{sel}, result=~"cached|executed"}}[{k.cache_hit_window}]))'
+        f" < {k.cache_hit_min_ratio}"
+    )
+    actions_cache = (
+        f"github_actions_cache_usage_bytes{{{sel}}} / on(repository) "
+        f"github_actions_cache_limit_bytes{{{sel}}} > {k.actions_cache_ratio}"
+    )
+    image = (
+        f"container_image_size_bytes{{{sel}}} > {k.image_growth_factor} * "
+        f"(container_image_size_bytes{{{sel}}} offset {k.image_growth_offset})"
+    )
+    stale = (
+        f"time() - ci_pipeline_exporter_last_success_timestamp_seconds{{{sel}}} > on(source) "
+        f"({k.stale_factor} * ci_pipeline_exporter_poll_interval_seconds{{{sel}}})"
+    )
+    rate = (
+        f"ci_pipeline_exporter_github_rate_limit_remaining{{{sel}}} / on(resource) "
+        f"ci_pipeline_exporter_github_rate_limit_limit{{{sel}}} < {k.rate_limit_ratio}"
+    )
+    return [
+        _alert(
+            "CIPipelineAboveTarget",
+            above,
+            k.above_target_for,
+            "warning",
+            "CI pipeline {{ $labels.repository }} {{ $labels.workflow }} ({{ $labels.branch }}) is above its target",
+            f"Fewer than half of the successful runs in the last {k.above_target_window} finished within the "
+            "target's upper bound.",
+            "pipeline",
+            k,
+        ),
+        _alert(
+            "CIPipelineDurationRegression",
+            regression,
+            k.regression_for,
+            "warning",
+            "CI pipeline {{ $labels.repository }} {{ $labels.workflow }} ({{ $labels.branch }}) got slower",
+            f"The median run of the last {k.regression_recent} is more than {k.regression_factor}× the median of "
+            f"the {k.regression_baseline} before.",
+            "pipeline",
+            k,
+        ),
+        _alert(
+            "CIJobDurationRegression",
+            job_regression,
+            k.regression_for,
+            "warning",
+            "CI job {{ $labels.exported_job }} in {{ $labels.repository }} {{ $labels.workflow }} got slower",
+            f"The job's median of the last {k.regression_recent} is more than {k.job_regression_factor}× its "
+            f"median of the {k.regression_baseline} before.",
+            "bottlenecks",
+            k,
+        ),
+        _alert(
+            "CIJobQueueTimeHigh",
+            queue,
+            k.queue_for,
+            "warning",
+            "Jobs of {{ $labels.repository }} wait for runners",
+            f"The 90th percentile queue time of {{{{ $labels.exported_job }}}} over {k.queue_window} is above "
+            f"{k.queue_p90_seconds:g} seconds.",
+            "bottlenecks",
+            k,
+        ),
+        _alert(
+            "CIBuildCacheHitRatioLow",
+            cache_hit,
+            k.cache_hit_for,
+            "info",
+            "BuildKit cache hits are low for {{ $labels.exported_job }} in {{ $labels.repository }}",
+            f"Less than {k.cache_hit_min_ratio:.0%} of the Dockerfile steps over {k.cache_hit_window} came from cache.",
+            "build-cache",
+            k,
+        ),
+        _alert(
+            "CIActionsCacheNearLimit",
+            actions_cache,
+            k.actions_cache_for,
+            "warning",
+            "The Actions cache of {{ $labels.repository }} is nearly full",
+            f"Cache usage is above {k.actions_cache_ratio:.0%} of the limit; GitHub evicts the oldest entries.",
+            "build-cache",
+            k,
+        ),
+        _alert(
+            "CIImageSizeGrowth",
+            image,
+            k.image_growth_for,
+            "info",
+            "Image {{ $labels.image }}:{{ $labels.tag }} ({{ $labels.platform }}) grew",
+            f"It is more than {k.image_growth_factor}× its size {k.image_growth_offset} ago.",
+            "images",
+            k,
+        ),
+        _alert(
+            "CIPipelineExporterDown",
+            f"ci_pipeline_exporter_up{{{sel}}} == 0",
+            k.exporter_down_for,
+            "critical",
+            "ci-pipeline-exporter cannot poll {{ $labels.source }}",
+            "The source's polls fail; its metrics are stale. See ci_pipeline_exporter_poll_errors_total.",
+            "exporter",
+            k,
+        ),
+        _alert(
+            "CIPipelineExporterStale",
+            stale,
+            k.stale_for,
+            "warning",
+            "No successful poll of {{ $labels.source }} for a while",
+            f"The last successful poll is older than {k.stale_factor}× the poll interval.",
+            "exporter",
+            k,
+        ),
+        _alert(
+            "CIGitHubRateLimitLow",
+            rate,
+            k.rate_limit_for,
+            "warning",
+            "GitHub API rate limit ({{ $labels.resource }}) is running out",
+            f"Less than {k.rate_limit_ratio:.0%} of the limit remains; polling slows down and pauses.",
+            "exporter",
+            k,
+        ),
+    ]
+
+
+def rules_document(k: Knobs) -> dict[str, Any]:
+    return {
+        "groups": [
+            {
+                "name": "ci-pipeline-exporter.recording",
+                "interval": "1m" if k == Knobs() else "1s",
+                "rules": recording_rules(k),
+            },
+            {
+                "name": "ci-pipeline-exporter.alerts",
+                "interval": "1m" if k == Knobs() else "1s",
+                "rules": alert_rules(k),
+            },
+        ]
+    }

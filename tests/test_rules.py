@@ -1,0 +1,359 @@
+"""Alert rules: promtool check, and promtool unit tests for every alert — it fires on the case it
+exists for and stays silent just inside the boundary. Expected annotations are rendered from the
+rules file itself (labels substituted), so the test pins what Alertmanager will receive."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grafana.generate import ROOT as GRAFANA
+from tests.helpers import require_binary
+
+RULES = GRAFANA / "alerts" / "ci-pipeline.rules.yml"
+BASE = {"job": "ci-pipeline-exporter", "instance": "exporter:9469"}
+
+
+def _alerts() -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load(RULES.read_text())
+    return {r["alert"]: r for g in document["groups"] for r in g["rules"] if "alert" in r}
+
+
+def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    merged = {**BASE, **labels}
+    body = ", ".join(f'{k}="{v}"' for k, v in merged.items())
+    return {"series": f"{name}{{{body}}}", "values": values}
+
+
+def _expected(alert: str, labels: dict[str, str]) -> dict[str, Any]:
+    rule = _alerts()[alert]
+    annotations = {
+        key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), value)
+        for key, value in rule["annotations"].items()
+    }
+    return {"exp_labels": {**labels, **rule["labels"]}, "exp_annotations": annotations}
+
+
+def histogram(
+    name: str, labels: dict[str, str], buckets: dict[str, str], count: str
+) -> list[dict[str, str]]:
+    series = [
+        _series(f"{name}_bucket", {**labels, "le": le}, values) for le, values in buckets.items()
+    ]
+    series.append(_series(f"{name}_count", labels, count))
+    return series
+
+
+RUN = {"workflow": "CI", "branch": "main", "event": "push", "result": "success"}
+
+
+def _run_hist(
+    repo: str, les: dict[str, tuple[int, int]], jump: str = "10m"
+) -> list[dict[str, str]]:
+    """Counters at 0, then at `jump` minutes the given cumulative counts (le → (before, after))."""
+    minutes = int(jump.rstrip("m"))
+    buckets = {le: f"{a}x{minutes} {b}x200" for le, (a, b) in les.items()}
+    total = max(b for _, b in les.values())
+    return histogram(
+        "cicd_pipeline_run_duration_seconds",
+        {"repository": repo, **RUN},
+        buckets,
+        f"0x{minutes} {total}x200",
+    )
+
+
+def above_target() -> dict[str, Any]:
+    """Target upper 720 s. fires: 1 of 3 runs within; exact: 2 of 4 within (median exactly at the
+    bound); few: 2 runs, both above (one run too few)."""
+    keys = {"workflow": "CI", "branch": "main"}
+    series = []
+    for repo in ("fires", "exact", "few"):
+        series.append(
+            _series(
+                "cicd_pipeline_target_duration_seconds",
+                {"repository": repo, **keys, "bound": "upper"},
+                "720x200",
+            )
+        )
+    series += _run_hist("fires", {"600": (0, 0), "720": (0, 1), "900": (0, 3), "+Inf": (0, 3)})
+    series += _run_hist("exact", {"600": (0, 0), "720": (0, 2), "900": (0, 4), "+Inf": (0, 4)})
+    series += _run_hist("few", {"600": (0, 0), "720": (0, 0), "900": (0, 2), "+Inf": (0, 2)})
+    return {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            {
+                "eval_time": "60m",
+                "alertname": "CIPipelineAboveTarget",
+                "exp_alerts": [_expected("CIPipelineAboveTarget", {"repository": "fires", **keys})],
+            }
+        ],
+    }
+
+
+def _two_windows(
+    metric: str, labels: dict[str, str], baseline: dict[str, int], recent: dict[str, int]
+) -> list[dict[str, str]]:
+    """Hourly samples over 8 days: `baseline` runs land at hour 24, `recent` runs at hour 180."""
+    buckets = {}
+    for le in baseline:
+        a, b = baseline[le], baseline[le] + recent[le]
+        buckets[le] = f"0x23 {a}x156 {b}x40"
+    total_a, total_b = baseline["+Inf"], baseline["+Inf"] + recent["+Inf"]
+    return histogram(metric, labels, buckets, f"0x23 {total_a}x156 {total_b}x40")
+
+
+def regressions() -> dict[str, Any]:
+    """Baseline medians 550 s (10 runs in (500, 600]). Run: fires at 750 s (1.36×), silent at
+    654.5 s (1.19×) and with 4 recent runs. Job (1.25×): fires at 750 s, silent at 682 s (1.24×)."""
+    series = []
+    run = "cicd_pipeline_run_duration_seconds"
+    job = "cicd_pipeline_task_run_duration_seconds"
+    base = {"500": 0, "600": 10, "+Inf": 10}
+    cases = {
+        "fires": (
+            {"500": 0, "600": 10, "800": 10, "+Inf": 10},
+            {"500": 0, "600": 0, "800": 10, "+Inf": 10},
+        ),
+        "at119": (
+            {"500": 0, "600": 10, "709": 10, "+Inf": 10},
+            {"500": 0, "600": 0, "709": 10, "+Inf": 10},
+        ),
+        "few": (
+            {"500": 0, "600": 10, "800": 10, "+Inf": 10},
+            {"500": 0, "600": 0, "800": 4, "+Inf": 4},
+        ),
+    }
+    for repo, (b, r) in cases.items():
+        series += _two_windows(run, {"repository": repo, **RUN}, b, r)
+    job_labels = {
+        "workflow": "CI",
+        "branch": "main",
+        "exported_job": "test-suite",
+        "result": "success",
+        "runner": "ubuntu-latest",
+    }
+    for repo, (b, r) in {
+        "fires": (
+            {"500": 0, "600": 10, "800": 10, "+Inf": 10},
+            {"500": 0, "600": 0, "800": 10, "+Inf": 10},
+        ),
+        "at124": (
+            {"500": 0, "600": 10, "764": 10, "+Inf": 10},
+            {"500": 0, "600": 0, "764": 10, "+Inf": 10},
+        ),
+    }.items():
+        series += _two_windows(job, {"repository": repo, **job_labels}, b, r)
+    assert base
+    keys = {"workflow": "CI", "branch": "main"}
+    return {
+        "interval": "1h",
+        "input_series": series,
+        "alert_rule_test": [
+            {
+                "eval_time": "192h",
+                "alertname": "CIPipelineDurationRegression",
+                "exp_alerts": [
+                    _expected("CIPipelineDurationRegression", {"repository": "fires", **keys})
+                ],
+            },
+            {
+                "eval_time": "192h",
+                "alertname": "CIJobDurationRegression",
+                "exp_alerts": [
+                    _expected(
+                        "CIJobDurationRegression",
+                        {"repository": "fires", **keys, "exported_job": "test-suite"},
+                    )
+                ],
+            },
+        ],
+    }
+
+
+def small_alerts() -> dict[str, Any]:
+    queue = "cicd_pipeline_task_run_queue_seconds"
+    qlabels = {"workflow": "CI", "branch": "main", "runner": "ubuntu-latest"}
+    series = []
+    # Queue p90: 10 waits in (120, 300] fire; 9 within 120 and 1 above: p90 exactly 120, silent.
+    series += histogram(
+        queue,
+        {"repository": "r", "exported_job": "slow", **qlabels},
+        {"60": "0x5 0x100", "120": "0x5 0x100", "300": "0x5 10x100", "+Inf": "0x5 10x100"},
+        "0x5 10x100",
+    )
+    series += histogram(
+        queue,
+        {"repository": "r", "exported_job": "edge", **qlabels},
+        {"60": "0x5 0x100", "120": "0x5 9x100", "300": "0x5 10x100", "+Inf": "0x5 10x100"},
+        "0x5 10x100",
+    )
+    # Cache hit ratio over 6h: 4 cached / 6 executed fires; 5 / 5 (exactly 0.5) silent.
+    for jobname, (cached, executed) in {"low": (4, 6), "half": (5, 5)}.items():
+        labels = {"repository": "r", "workflow": "CI", "exported_job": jobname}
+        series.append(
+            _series("buildkit_steps_total", {**labels, "result": "cached"}, f"0x5 {cached}x100")
+        )
+        series.append(
+            _series("buildkit_steps_total", {**labels, "result": "executed"}, f"0x5 {executed}x100")
+        )
+    # Actions cache: 95 % fires, exactly 90 % silent.
+    for repo, usage in {"full": 9.5e9, "edge": 9e9}.items():
+        series.append(
+            _series("github_actions_cache_usage_bytes", {"repository": repo}, f"{usage:.0f}x100")
+        )
+        series.append(
+            _series("github_actions_cache_limit_bytes", {"repository": repo}, "10000000000x100")
+        )
+    # Exporter: one source down for 20 m fires; another down for 10 m only is silent.
+    series.append(_series("ci_pipeline_exporter_up", {"source": "github:down"}, "0x100"))
+    series.append(_series("ci_pipeline_exporter_up", {"source": "github:flaky"}, "1x19 0x100"))
+    # Stale: last success at 0 (fires); one exactly 3 intervals old (silent); poll interval 60 s.
+    for source, values in {"github:stale": "0x100", "github:edge": "-180+60x100"}.items():
+        series.append(
+            _series(
+                "ci_pipeline_exporter_last_success_timestamp_seconds", {"source": source}, values
+            )
+        )
+        series.append(
+            _series("ci_pipeline_exporter_poll_interval_seconds", {"source": source}, "60x100")
+        )
+    # Rate limit: 8 % left fires; exactly 10 % silent.
+    series.append(
+        _series("ci_pipeline_exporter_github_rate_limit_remaining", {"resource": "core"}, "400x100")
+    )
+    series.append(
+        _series("ci_pipeline_exporter_github_rate_limit_limit", {"resource": "core"}, "5000x100")
+    )
+    series.append(
+        _series("ci_pipeline_exporter_github_rate_limit_remaining", {"resource": "search"}, "3x100")
+    )
+    series.append(
+        _series("ci_pipeline_exporter_github_rate_limit_limit", {"resource": "search"}, "30x100")
+    )
+    return {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [
+            {
+                "eval_time": "30m",
+                "alertname": "CIJobQueueTimeHigh",
+                "exp_alerts": [
+                    _expected(
+                        "CIJobQueueTimeHigh",
+                        {"repository": "r", "workflow": "CI", "exported_job": "slow"},
+                    )
+                ],
+            },
+            {
+                "eval_time": "60m",
+                "alertname": "CIBuildCacheHitRatioLow",
+                "exp_alerts": [
+                    _expected(
+                        "CIBuildCacheHitRatioLow",
+                        {"repository": "r", "workflow": "CI", "exported_job": "low"},
+                    )
+                ],
+            },
+            {
+                "eval_time": "40m",
+                "alertname": "CIActionsCacheNearLimit",
+                "exp_alerts": [_expected("CIActionsCacheNearLimit", {"repository": "full"})],
+            },
+            {
+                "eval_time": "30m",
+                "alertname": "CIPipelineExporterDown",
+                "exp_alerts": [
+                    _expected("CIPipelineExporterDown", {**BASE, "source": "github:down"})
+                ],
+            },
+            {
+                "eval_time": "10m",
+                "alertname": "CIPipelineExporterStale",
+                "exp_alerts": [_expected("CIPipelineExporterStale", {"source": "github:stale"})],
+            },
+            {
+                "eval_time": "15m",
+                "alertname": "CIGitHubRateLimitLow",
+                "exp_alerts": [_expected("CIGitHubRateLimitLow", {"resource": "core"})],
+            },
+        ],
+    }
+
+
+def image_growth() -> dict[str, Any]:
+    """Every 5 minutes (within the lookback) over 8 days: 1000 → 1200 bytes after a week fires (1.2×); → 1100 (exactly
+    1.1×) is silent."""
+    labels = {"registry": "ghcr.io", "tag": "latest", "platform": "linux/amd64"}
+    series = [
+        _series("container_image_size_bytes", {**labels, "image": "grew"}, "1000x2016 1200x300"),
+        _series("container_image_size_bytes", {**labels, "image": "edge"}, "1000x2016 1100x300"),
+    ]
+    return {
+        "interval": "5m",
+        "input_series": series,
+        "alert_rule_test": [
+            {
+                "eval_time": "190h",
+                "alertname": "CIImageSizeGrowth",
+                "exp_alerts": [_expected("CIImageSizeGrowth", {**BASE, **labels, "image": "grew"})],
+            },
+        ],
+    }
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_binary("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 15 rules found" in result.stdout
+
+
+def test_every_alert_has_the_contract_fields() -> None:
+    alerts = _alerts()
+    assert set(alerts) == {
+        "CIPipelineAboveTarget",
+        "CIPipelineDurationRegression",
+        "CIJobDurationRegression",
+        "CIJobQueueTimeHigh",
+        "CIBuildCacheHitRatioLow",
+        "CIActionsCacheNearLimit",
+        "CIImageSizeGrowth",
+        "CIPipelineExporterDown",
+        "CIPipelineExporterStale",
+        "CIGitHubRateLimitLow",
+    }
+    runbook = (GRAFANA / "runbook.md").read_text()
+    for name, rule in alerts.items():
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+        assert set(rule["annotations"]) == {
+            "summary",
+            "description",
+            "runbook_url",
+            "dashboard_url",
+        }
+        assert rule["annotations"]["runbook_url"].endswith(f"#{name.lower()}")
+        assert f"## {name}" in runbook
+        assert 'job="ci-pipeline-exporter"' in rule["expr"]
+
+
+def test_promtool_unit_tests_cover_every_alert(tmp_path: Path) -> None:
+    """Each alert fires on its case and stays silent just inside the boundary (exactly at the
+    target, one run too few, the regression at 1.19×, …): promtool compares the full set."""
+    promtool = require_binary("promtool")
+    tests = [above_target(), regressions(), small_alerts(), image_growth()]
+    covered = {case["alertname"] for test in tests for case in test["alert_rule_test"]}
+    assert covered == set(_alerts())
+    document = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests}
+    path = tmp_path / "alerts.test.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False, width=10_000))
+    result = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
