@@ -28,6 +28,8 @@ class Queries:
         )
         self.nobranch = f'{k.selector}, repository=~"$repository", workflow=~"$workflow"'
         self.repo = f'{k.selector}, repository=~"$repository"'
+        # Recorded series (ci:…) are aggregated: they keep these labels but not job/instance.
+        self.recorded = 'repository=~"$repository", workflow=~"$workflow", branch=~"$branch"'
 
 
 def _target(
@@ -134,7 +136,9 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
             _stat(
                 "Progress from baseline to target",
                 "percentunit",
-                _target(f"avg(ci:cicd_pipeline_target_progress:ratio{{{q.run}}})", instant=True),
+                _target(
+                    f"avg(ci:cicd_pipeline_target_progress:ratio{{{q.recorded}}})", instant=True
+                ),
             )
         )
         .with_panel(
@@ -152,7 +156,9 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
             _stat(
                 "Median run (successful)",
                 "s",
-                _target(f"max(ci:cicd_pipeline_run_duration_seconds:p50{{{q.run}}})", instant=True),
+                _target(
+                    f"max(ci:cicd_pipeline_run_duration_seconds:p50{{{q.recorded}}})", instant=True
+                ),
             )
         )
         .with_panel(
@@ -166,8 +172,12 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
             _ts(
                 "Run duration: p50 / p90 with target and baseline bands",
                 "s",
-                _target(f"max(ci:cicd_pipeline_run_duration_seconds:p50{{{q.run}}})", "p50", "A"),
-                _target(f"max(ci:cicd_pipeline_run_duration_seconds:p90{{{q.run}}})", "p90", "B"),
+                _target(
+                    f"max(ci:cicd_pipeline_run_duration_seconds:p50{{{q.recorded}}})", "p50", "A"
+                ),
+                _target(
+                    f"max(ci:cicd_pipeline_run_duration_seconds:p90{{{q.recorded}}})", "p90", "B"
+                ),
                 _target(
                     f"max by (bound) (cicd_pipeline_target_duration_seconds{{{q.run}}})",
                     "target {{bound}}",
@@ -237,7 +247,7 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
                 "m",
                 _target(
                     f'(max(cicd_pipeline_baseline_duration_seconds{{{q.run}, bound="upper"}}) - '
-                    f"max(ci:cicd_pipeline_run_duration_seconds:p50{{{q.run}}})) * "
+                    f"max(ci:cicd_pipeline_run_duration_seconds:p50{{{q.recorded}}})) * "
                     f"sum(increase({run}_count{{{q.run}}}[30d])) / 60",
                     instant=True,
                 ),
@@ -275,12 +285,12 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Job duration p50 / p90",
                 "s",
                 _target(
-                    f"max by (exported_job) (ci:cicd_pipeline_task_run_duration_seconds:p50{{{q.run}}})",
+                    f"max by (exported_job) (ci:cicd_pipeline_task_run_duration_seconds:p50{{{q.recorded}}})",
                     "{{exported_job}} p50",
                     "A",
                 ),
                 _target(
-                    f"max by (exported_job) (ci:cicd_pipeline_task_run_duration_seconds:p90{{{q.run}}})",
+                    f"max by (exported_job) (ci:cicd_pipeline_task_run_duration_seconds:p90{{{q.recorded}}})",
                     "{{exported_job}} p90",
                     "B",
                 ),
@@ -638,7 +648,9 @@ def exporter(k: Knobs) -> dashboard.Dashboard:
                 "Poll errors by reason",
                 "short",
                 _target(
-                    f"sum by (source, reason) (increase(ci_pipeline_exporter_poll_errors_total{{{sel}}}[1h]))",
+                    f"sum by (source, reason) (increase(ci_pipeline_exporter_poll_errors_total{{{sel}}}[1h]))"
+                    # No error yet is 0 per source, not an empty panel.
+                    f" or sum by (source) (0 * ci_pipeline_exporter_up{{{sel}}})",
                     "{{source}} {{reason}}",
                 ),
             )

@@ -77,16 +77,15 @@ def recording_rules(k: Knobs) -> list[dict[str, Any]]:
         )
     # 0 at the baseline's upper bound, 1 at the target's upper bound (clamped), by the median of
     # the progress window's successful runs.
+    baseline = (
+        f'max by ({RUN_KEYS}) (cicd_pipeline_baseline_duration_seconds{{{sel}, bound="upper"}})'
+    )
+    target = f'max by ({RUN_KEYS}) (cicd_pipeline_target_duration_seconds{{{sel}, bound="upper"}})'
+    median = _median(RUN, RUN_KEYS, k.progress_window, sel, 'result="success"')
     rules.append(
         {
             "record": "ci:cicd_pipeline_target_progress:ratio",
-            "expr": (
-                "clamp(("
-                f'cicd_pipeline_baseline_duration_seconds{{{sel}, bound="upper"}} - ignoring(bound) '
-                f'histogram_quantile(0.5, sum by ({RUN_KEYS}, le) (increase({RUN}_bucket{{{sel}, result="success"}}[{k.progress_window}]))))'
-                f' / ignoring(bound) (cicd_pipeline_baseline_duration_seconds{{{sel}, bound="upper"}} - ignoring(bound) '
-                f'cicd_pipeline_target_duration_seconds{{{sel}, bound="upper"}}), 0, 1)'
-            ),
+            "expr": f"clamp(({baseline} - {median}) / ({baseline} - {target}), 0, 1)",
         }
     )
     return rules

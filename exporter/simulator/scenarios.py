@@ -218,7 +218,9 @@ SCENARIOS: dict[str, Scenario] = {
         "regression",
         _regression,
         queue_range=(3.0, 15.0),
-        history_runs=40,
+        # Ten runs of history, twenty more in the optimized state, then the slide back: so a
+        # Prometheus scraping from the start sees both sides of the change.
+        history_runs=10,
         total_runs=40,
         failure_rate=0.03,
     ),
