@@ -103,8 +103,11 @@ class App:
             self.github = client
             for repo in gh.repositories:
                 extra = [t.branch for t in config.targets if t.repository == repo.name]
-                targets = {(t.workflow, t.branch): t.target.upper for t in config.targets
-                           if t.repository == repo.name}
+                targets = {
+                    (t.workflow, t.branch): t.target.upper
+                    for t in config.targets
+                    if t.repository == repo.name
+                }
                 enrichers: list[Enricher] = [
                     JobLogs(repo, client, self.store, self.telemetry),
                     JUnitArtifacts(repo, client, self.store, self.telemetry),

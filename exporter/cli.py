@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="YAML configuration file")
 
+    backfill = sub.add_parser(
+        "backfill", parents=[common], help="history as OpenMetrics with timestamps"
+    )
+    backfill.add_argument("--config", required=True, help="YAML configuration file")
+    backfill.add_argument("--since", default="30d", help="how far back (default: %(default)s)")
+    backfill.add_argument(
+        "--output", required=True, help="OpenMetrics file (a .checkpoint file beside it resumes)"
+    )
+
     analyze = sub.add_parser("analyze", parents=[common], help="analyse local files")
     kinds = analyze.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     buildkit = kinds.add_parser(
@@ -242,6 +251,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from exporter.backfill import backfill
+    from exporter.timeutil import parse_duration
+
+    config = load_config(args.config)
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    count = backfill(config, since, Path(args.output))
+    print(
+        f"wrote {count} run attempts to {args.output}; load them with: "
+        f"promtool tsdb create-blocks-from openmetrics {args.output} DATA_DIR"
+    )
+    return EXIT_OK
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from exporter import analyze
 
@@ -260,6 +286,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "analyze": cmd_analyze,
+    "backfill": cmd_backfill,
     "serve": cmd_serve,
     "demo": cmd_demo,
     "once": cmd_once,

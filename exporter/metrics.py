@@ -394,8 +394,11 @@ RATE_LIMIT = MetricSpec(
     group="exporter",
 )
 POLL_INTERVAL = MetricSpec(
-    "ci_pipeline_exporter_poll_interval_seconds", "gauge",
-    "The configured poll interval of the source (for staleness alerts).", ("source",), group="exporter",
+    "ci_pipeline_exporter_poll_interval_seconds",
+    "gauge",
+    "The configured poll interval of the source (for staleness alerts).",
+    ("source",),
+    group="exporter",
 )
 SERIES_DROPPED = MetricSpec(
     "ci_pipeline_exporter_series_dropped_total",

@@ -61,9 +61,7 @@ class JUnitArtifacts:
                 found.append(artifact)
         return found
 
-    def prepare(self, facts: RunFacts, run: dict[str, Any]) -> Recorder | None:
-        if not self.repo.junit.artifacts:
-            return None
+    def _read_all(self, facts: RunFacts) -> tuple[Report, list[int]]:
         settings = self.repo.junit
         report = Report()
         done: list[int] = []
@@ -96,6 +94,19 @@ class JUnitArtifacts:
             for reason, detail in bad_members:
                 self._skip(reason, detail, artifact_id=artifact_id)
             report.merge(parsed)
+        return report, done
+
+    def report(self, facts: RunFacts) -> Report | None:
+        """The attempt's per-suite totals, without recording anything (for backfill)."""
+        if not self.repo.junit.artifacts:
+            return None
+        report, done = self._read_all(facts)
+        return report if done else None
+
+    def prepare(self, facts: RunFacts, run: dict[str, Any]) -> Recorder | None:
+        if not self.repo.junit.artifacts:
+            return None
+        report, done = self._read_all(facts)
         if not done:
             return None
         return lambda tx: self._record(tx, facts, report, done)

@@ -1,0 +1,83 @@
+"""Backfill: from the simulator's `journey` scenario, `backfill`, then `promtool tsdb
+create-blocks-from openmetrics`, then a real Prometheus on those blocks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import require_binary, run_cli
+from tests.schemas import validated_simulator
+from tests.servers import prometheus, query
+
+MEDIAN_7D = 'histogram_quantile(0.5, sum by (le) (increase(cicd_pipeline_run_duration_seconds_bucket{result="success"}[7d])))'
+
+
+@pytest.mark.integration
+def test_backfill_gives_the_journey_from_baseline_to_target(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The p50 run duration over the first week is near the baseline (23–27 min) and over the last
+    week near the target (10–12 min), within 10 %; a second run resumes from the checkpoint."""
+    promtool = require_binary("promtool")
+    with validated_simulator("journey", seed=3, token=env["TEST_GITHUB_TOKEN"]) as sim:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "state": {"path": str(tmp_path / "state.db")},
+                    "github": {
+                        "api_url": sim.url,
+                        "token_env": "TEST_GITHUB_TOKEN",
+                        "repositories": [
+                            {"name": "acme/webapp", "junit": {"artifacts": ["junit*"]}}
+                        ],
+                    },
+                    "targets": [
+                        {
+                            "repository": "acme/webapp",
+                            "workflow": "CI",
+                            "target": {"lower": "10m", "upper": "12m"},
+                            "baseline": {"lower": "23m", "upper": "27m"},
+                        }
+                    ],
+                }
+            )
+        )
+        output = tmp_path / "history.om"
+        result = run_cli(
+            "backfill", "--config", str(config), "--since", "60d", "--output", str(output), env=env
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert output.read_text().endswith("# EOF\n")
+        assert "cicd_test_suite_duration_seconds_bucket" in output.read_text()[-10_000_000:]
+        jobs_requests = sum(1 for r in sim.requests if r["path"].endswith("/jobs"))
+        assert jobs_requests >= 250
+        again = run_cli(
+            "backfill", "--config", str(config), "--since", "60d", "--output", str(output), env=env
+        )
+        assert again.returncode == 0
+        assert (
+            sum(1 for r in sim.requests if r["path"].endswith("/jobs")) == jobs_requests
+        )  # resumed
+        truth = sim.truth()
+        first = min(a["created_at"] for a in truth["attempts"])
+        last = max(max(j["completed_at"] for j in a["jobs"]) for a in truth["attempts"])
+    data = tmp_path / "tsdb"
+    blocks = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(output), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert blocks.returncode == 0, blocks.stderr[-2000:]
+    with prometheus(tmp_path, data=data, extra_args=("--storage.tsdb.retention.time=10y",)) as url:
+        first_week = float(query(url, MEDIAN_7D, at=first + 7 * 86400)[0]["value"][1])
+        last_week = float(query(url, MEDIAN_7D, at=last)[0]["value"][1])
+    assert 0.9 * 23 * 60 <= first_week <= 1.1 * 27 * 60, first_week / 60
+    assert 0.9 * 10 * 60 <= last_week <= 1.1 * 12 * 60, last_week / 60
+    assert os.path.exists(str(output) + ".checkpoint")
