@@ -29,6 +29,9 @@ test: $(STAMP) servers
 # Benchmarks write their tables into docs/performance.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.parsers --mb 200 --write-doc
+	$(BIN)/python -m bench.scrape --write-doc
+	$(BIN)/python -m bench.scale --sizes 1,50,500 --write-doc
+	$(BIN)/python -m bench.freshness --repositories 50 --interval 10 --seconds 90 --write-doc
 
 docs: $(STAMP)
 	$(BIN)/python -m exporter.docgen

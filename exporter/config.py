@@ -330,7 +330,7 @@ class Config(_Strict):
 def parse_listen(value: str) -> tuple[str, int]:
     """`HOST:PORT` (or `:PORT`, `[::1]:PORT`) → (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT")
     return (host.strip("[]") or "0.0.0.0", int(port))
 

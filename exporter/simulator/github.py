@@ -295,7 +295,7 @@ class GitHubSimulator:
                             "repository": repo,
                             "run_id": run.id,
                             "attempt": attempt.number,
-                            "workflow": self.scenario.workflow_name,
+                            "workflow": run.workflow,
                             "branch": run.branch,
                             "event": run.event,
                             "conclusion": attempt.conclusion,
@@ -398,8 +398,8 @@ class GitHubSimulator:
                     attempt,
                     t,
                     self._base(h),
-                    self.scenario.workflow_name,
-                    self.scenario.workflow_path,
+                    run.workflow,
+                    run.workflow_path,
                 )
             )
         if "status" in q:
@@ -450,8 +450,8 @@ class GitHubSimulator:
                 attempt,
                 t,
                 self._base(h),
-                self.scenario.workflow_name,
-                self.scenario.workflow_path,
+                run.workflow,
+                run.workflow_path,
             ),
             {},
         )
@@ -475,8 +475,8 @@ class GitHubSimulator:
                 attempts[0],
                 t,
                 self._base(h),
-                self.scenario.workflow_name,
-                self.scenario.workflow_path,
+                run.workflow,
+                run.workflow_path,
             ),
             {},
         )
@@ -493,7 +493,7 @@ class GitHubSimulator:
                 if job.created_at <= t:
                     items.append(
                         job_payload(
-                            run, attempt, job, t, self._base(h), self.scenario.workflow_name
+                            run, attempt, job, t, self._base(h), run.workflow
                         )
                     )
         return self._paginate(h, q, items, len(items), "jobs")
@@ -525,9 +525,9 @@ class GitHubSimulator:
     ) -> tuple[int, Any, dict[str, str]]:
         timeline = self.timelines.get(repo)
         ref = q.get("ref", "")
-        if timeline is None or path != self.scenario.workflow_path:
+        if timeline is None or not path.startswith(".github/workflows/"):
             return 404, {"message": "Not Found"}, {}
-        run = next((r for r in timeline.runs_until(self.clock.now()) if r.head_sha == ref), None)
+        run = next((r for r in timeline.runs_until(self.clock.now()) if r.head_sha == ref and r.workflow_path == path), None)
         if run is None:
             return 404, {"message": "No commit found for the ref " + ref}, {}
         content = run.workflow_text.encode()

@@ -68,6 +68,8 @@ class SimRun:
     event: str
     head_sha: str
     workflow_text: str
+    workflow: str = "CI"
+    workflow_path: str = ".github/workflows/ci.yml"
     attempts: list[SimAttempt] = field(default_factory=list)
 
     @property
@@ -159,6 +161,8 @@ class Timeline:
             event=event,
             head_sha=hashlib.sha1(f"{self.repository}:{self.seed}:{index}".encode()).hexdigest(),
             workflow_text=text,
+            workflow=scenario.workflow_of(index)[0],
+            workflow_path=scenario.workflow_of(index)[1],
         )
         fails = rng.random() < scenario.failure_rate
         first = self._schedule(run, specs, 1, created, rng, "test-suite" if fails else None)

@@ -193,8 +193,17 @@ class Scenario:
     noise: float = 0.06
     workflow_name: str = "CI"
     workflow_path: str = ".github/workflows/ci.yml"
+    # Runs rotate over this many workflows (CI-1, CI-2, … when more than one).
+    workflows: int = 1
     total_runs: int | None = None  # for progress-based scenarios: runs over which progress goes 0→1
     extra: dict[str, str] = field(default_factory=dict)
+
+    def workflow_of(self, index: int) -> tuple[str, str]:
+        """(name, path) of run `index`'s workflow."""
+        if self.workflows == 1:
+            return self.workflow_name, self.workflow_path
+        k = index % self.workflows + 1
+        return f"{self.workflow_name}-{k}", self.workflow_path.replace(".yml", f"-{k}.yml")
 
     def jobs_for(self, index: int) -> tuple[JobSpec, ...]:
         total = self.total_runs or (self.history_runs + 1)
@@ -211,6 +220,25 @@ def _regression(progress: float) -> tuple[JobSpec, ...]:
     )
 
 
+def _bench_jobs() -> tuple[JobSpec, ...]:
+    """10 jobs of 8 steps: a setup job, three lanes of three jobs, and a final job."""
+    jobs = []
+    for index in range(10):
+        steps = tuple(StepSpec(f"step {s}", 5.0 + (index * 7 + s * 3) % 25) for s in range(8))
+        if index == 0:
+            needs: tuple[str, ...] = ()
+        elif index < 4:
+            needs = ("job-0",)
+        elif index < 9:
+            needs = (f"job-{index - 3}",)
+        else:
+            needs = ("job-6", "job-7", "job-8")
+        jobs.append(JobSpec(f"job-{index}", steps, needs=needs))
+    return tuple(jobs)
+
+
+BENCH_JOBS = _bench_jobs()
+
 SCENARIOS: dict[str, Scenario] = {
     "seed": Scenario("seed", lambda _p: SEED_JOBS),
     "optimized": Scenario("optimized", lambda _p: OPTIMIZED_JOBS, queue_range=(3.0, 15.0)),
@@ -224,6 +252,8 @@ SCENARIOS: dict[str, Scenario] = {
         total_runs=40,
         failure_rate=0.03,
     ),
+    "bench": Scenario("bench", lambda _p: BENCH_JOBS, run_interval=600.0, history_runs=6,
+                      failure_rate=0.02, workflows=5, queue_range=(1.0, 10.0)),
     "journey": Scenario(
         "journey",
         _journey,
