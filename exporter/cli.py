@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--speed", type=float, default=0.0)
     simulate.add_argument("--repository", action="append", help="owner/name (repeatable)")
-    simulate.add_argument("--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1")
+    simulate.add_argument(
+        "--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1"
+    )
     simulate.add_argument("--token", default="sim-token")
     simulate.add_argument("--app", help="APP_ID:INSTALLATION_ID:PUBLIC_KEY_FILE for App auth")
     return parser
@@ -241,7 +243,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         token=args.token,
         app=app,
         repositories=tuple(
-            args.repository or [f"acme/repo-{i}" for i in range(args.repositories)] or ["acme/webapp"]
+            args.repository
+            or [f"acme/repo-{i}" for i in range(args.repositories)]
+            or ["acme/webapp"]
         ),
         host=host,
         port=port,

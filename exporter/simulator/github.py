@@ -491,11 +491,7 @@ class GitHubSimulator:
                 continue
             for job in attempt.jobs:
                 if job.created_at <= t:
-                    items.append(
-                        job_payload(
-                            run, attempt, job, t, self._base(h), run.workflow
-                        )
-                    )
+                    items.append(job_payload(run, attempt, job, t, self._base(h), run.workflow))
         return self._paginate(h, q, items, len(items), "jobs")
 
     def _attempt_jobs(
@@ -527,7 +523,14 @@ class GitHubSimulator:
         ref = q.get("ref", "")
         if timeline is None or not path.startswith(".github/workflows/"):
             return 404, {"message": "Not Found"}, {}
-        run = next((r for r in timeline.runs_until(self.clock.now()) if r.head_sha == ref and r.workflow_path == path), None)
+        run = next(
+            (
+                r
+                for r in timeline.runs_until(self.clock.now())
+                if r.head_sha == ref and r.workflow_path == path
+            ),
+            None,
+        )
         if run is None:
             return 404, {"message": "No commit found for the ref " + ref}, {}
         content = run.workflow_text.encode()

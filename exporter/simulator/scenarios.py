@@ -252,8 +252,15 @@ SCENARIOS: dict[str, Scenario] = {
         total_runs=40,
         failure_rate=0.03,
     ),
-    "bench": Scenario("bench", lambda _p: BENCH_JOBS, run_interval=600.0, history_runs=6,
-                      failure_rate=0.02, workflows=5, queue_range=(1.0, 10.0)),
+    "bench": Scenario(
+        "bench",
+        lambda _p: BENCH_JOBS,
+        run_interval=600.0,
+        history_runs=6,
+        failure_rate=0.02,
+        workflows=5,
+        queue_range=(1.0, 10.0),
+    ),
     "journey": Scenario(
         "journey",
         _journey,

@@ -11,36 +11,18 @@ from exporter import metrics as m
 from exporter.analysis.joblog import StepWindow
 from exporter.analysis.joblog_facts import JobLogFacts, analyze_job_log
 from exporter.analysis.pipeline import JobFacts, RunFacts
-from exporter.config import RepositoryConfig
 from exporter.logging import get_logger
 from exporter.sources.errors import NotFound
-from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.downloads import Expired, capped, open_stream
+from exporter.sources.github.enricher import RepositoryEnricher
 from exporter.sources.github.poller import Recorder
-from exporter.state import OTHER, Store, Transaction
-from exporter.telemetry import Telemetry
+from exporter.state import OTHER, Transaction
 
 log = get_logger(__name__)
 
 
-class JobLogs:
-    def __init__(
-        self,
-        repo: RepositoryConfig,
-        client: GitHubClient,
-        store: Store,
-        telemetry: Telemetry | None = None,
-    ) -> None:
-        self.repo = repo
-        self.client = client
-        self.store = store
-        self.telemetry = telemetry
-        self.source = f"github:{repo.name}"
-
-    def _skip(self, reason: str, detail: str, **fields: Any) -> None:
-        if self.telemetry is not None:
-            self.telemetry.poll_errors.labels(self.source, reason).inc()
-        log.warning("job log skipped", source=self.source, reason=reason, detail=detail, **fields)
+class JobLogs(RepositoryEnricher):
+    skip_event = "job log skipped"
 
     def wanted(self, job: JobFacts) -> bool:
         return job.result != "skip" and any(

@@ -9,14 +9,12 @@ from typing import Any
 from exporter import metrics as m
 from exporter.analysis.junit import RESULTS, JUnitError, Report, parse_zip
 from exporter.analysis.pipeline import RunFacts
-from exporter.config import RepositoryConfig
 from exporter.logging import get_logger
 from exporter.sources.errors import NotFound
-from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.downloads import Expired, TooLarge, follow_download
+from exporter.sources.github.enricher import RepositoryEnricher
 from exporter.sources.github.poller import Recorder
-from exporter.state import OTHER, Store, Transaction
-from exporter.telemetry import Telemetry
+from exporter.state import OTHER, Transaction
 from exporter.timeutil import parse_timestamp
 
 log = get_logger(__name__)
@@ -24,24 +22,8 @@ log = get_logger(__name__)
 CREATED_SLACK = 5.0
 
 
-class JUnitArtifacts:
-    def __init__(
-        self,
-        repo: RepositoryConfig,
-        client: GitHubClient,
-        store: Store,
-        telemetry: Telemetry | None = None,
-    ) -> None:
-        self.repo = repo
-        self.client = client
-        self.store = store
-        self.telemetry = telemetry
-        self.source = f"github:{repo.name}"
-
-    def _skip(self, reason: str, detail: str, **fields: Any) -> None:
-        if self.telemetry is not None:
-            self.telemetry.poll_errors.labels(self.source, reason).inc()
-        log.warning("artifact skipped", source=self.source, reason=reason, detail=detail, **fields)
+class JUnitArtifacts(RepositoryEnricher):
+    skip_event = "artifact skipped"
 
     def _candidates(self, facts: RunFacts) -> list[dict[str, Any]]:
         path = f"/repos/{self.repo.name}/actions/runs/{facts.run_id}/artifacts"
