@@ -176,12 +176,24 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def _exit_now(code: int) -> None:
+    """After an orderly stop (store closed), leave without joining worker threads: a poll still
+    waiting on the network must not hold the process past its grace period."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> int:
     app.start(listen)
     stop.wait()
     log.info("stopping")
     app.stop()
     log.info("stopped")
+    _exit_now(EXIT_OK)
     return EXIT_OK
 
 
@@ -225,6 +237,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     stop.wait()
     demo.stop()
+    _exit_now(EXIT_OK)
     return EXIT_OK
 
 
