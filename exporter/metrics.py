@@ -6,7 +6,7 @@ Collectors, the docs generator (`docs/metrics.md`) and the dashboard/rule checks
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 MetricType = Literal["histogram", "gauge", "counter"]
@@ -30,12 +30,6 @@ class MetricSpec:
     group: str = "pipeline"
     # Whether configured target/baseline bounds are added to the buckets.
     target_buckets: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def exposed_name(self) -> str:
-        """The name as in the exposition (counters carry `_total`)."""
-        return self.name
 
     def series_names(self) -> tuple[str, ...]:
         if self.type == "histogram":

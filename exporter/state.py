@@ -346,10 +346,6 @@ class Store:
                 if labels[: len(prefix)] == prefix
             }
 
-    def observed_count(self, kind: str) -> int:
-        with self._lock:
-            return sum(1 for k, _ in self._observed if k == kind)
-
     def prune_observed(self, before: float) -> int:
         """Forget observed ids older than `before`; they are outside every window the pollers read."""
         with self._lock:

@@ -3,7 +3,6 @@ metrics: plain prometheus-client objects in the app's private registry, reset on
 
 from __future__ import annotations
 
-import contextlib
 import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -58,8 +57,3 @@ class Telemetry:
             m.POLLS_DEFERRED.labels,
             registry=registry,
         )
-
-    def forget_source(self, source: str) -> None:
-        for gauge in (self.up, self.last_success):
-            with contextlib.suppress(KeyError):
-                gauge.remove(source)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import yaml
 
@@ -196,7 +196,6 @@ class Scenario:
     # Runs rotate over this many workflows (CI-1, CI-2, … when more than one).
     workflows: int = 1
     total_runs: int | None = None  # for progress-based scenarios: runs over which progress goes 0→1
-    extra: dict[str, str] = field(default_factory=dict)
 
     def workflow_of(self, index: int) -> tuple[str, str]:
         """(name, path) of run `index`'s workflow."""
