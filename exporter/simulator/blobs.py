@@ -7,9 +7,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from exporter.simulator.loopback import LoopbackServer
 
 # name → (bytes or None when gone)
 Resolver = Callable[[str], bytes | None]
@@ -60,23 +62,18 @@ class BlobServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="blob-sim", daemon=True
-        )
+        self._http = LoopbackServer(Handler, host, port, "blob-sim")
+        self.server = self._http.server
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
+        return self._http.url
 
     def signed(self, path: str) -> str:
         return f"{self.url}{path}?sig=sim-signature&expires={int(time.time() + self.ttl)}"
 
     def start(self) -> None:
-        self._thread.start()
+        self._http.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()

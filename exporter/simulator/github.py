@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -30,6 +30,7 @@ from exporter.simulator.artifacts import JUnitArtifact, junit_artifact
 from exporter.simulator.blobs import BlobServer
 from exporter.simulator.buildlogs import JobLog, backend_for, cache_entries, job_log
 from exporter.simulator.clock import SimClock
+from exporter.simulator.loopback import LoopbackServer
 from exporter.simulator.model import SimAttempt, SimRun, Timeline
 from exporter.simulator.render import artifact_payload, job_payload, run_payload
 from exporter.simulator.scenarios import SCENARIOS, Scenario
@@ -133,26 +134,21 @@ class GitHubSimulator:
         class Handler(_Handler):
             sim = simulator
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="github-sim", daemon=True
-        )
+        self._http = LoopbackServer(Handler, host, port, "github-sim")
+        self.server = self._http.server
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
+        return self._http.url
 
     def start(self) -> GitHubSimulator:
         self.blobs.start()
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
         self.blobs.stop()
 
     # -- job logs and the Actions cache -------------------------------------------------------

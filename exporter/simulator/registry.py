@@ -15,11 +15,12 @@ import re
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from exporter.analysis.images import OCI_INDEX, OCI_MANIFEST
+from exporter.simulator.loopback import LoopbackServer
 
 MB = 1_000_000
 # name → [(layer id, size)]; layer ids shared between images are shared blobs.
@@ -89,28 +90,23 @@ class RegistrySimulator:
         class Handler(_Handler):
             sim = simulator
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="registry-sim", daemon=True
-        )
+        self._http = LoopbackServer(Handler, host, port, "registry-sim")
+        self.server = self._http.server
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
+        return self._http.url
 
     @property
     def host(self) -> str:
         return self.url.removeprefix("http://")
 
     def start(self) -> RegistrySimulator:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.stop()
 
     # -- content ---------------------------------------------------------------------------------
     def manifests(self, name: str) -> dict[str, tuple[str, bytes]] | None:
