@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.report import machine, update_section
-from exporter.analysis.joblog_facts import analyze_job_log
+from exporter.analysis.build_log import analyze_job_log
 from exporter.analysis.junit import parse_junit
 
 

@@ -4,33 +4,43 @@ config, and nothing else."""
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
 
+from exporter import metrics as m
 from exporter.collector import StoreCollector
-from exporter.config import Config, ConfigError, GitHubConfig, RegistryConfig, parse_listen
+from exporter.config import (
+    Config,
+    ConfigError,
+    GitHubConfig,
+    RegistryConfig,
+    RepositoryConfig,
+    parse_listen,
+)
 from exporter.logging import SECRETS, get_logger
+from exporter.observations import Labels, RepositoryPolicy
 from exporter.scheduler import PollRunner, Scheduler, SourceJob
 from exporter.server import HttpServer, Readiness, make_app
 from exporter.sources.errors import AuthError
 from exporter.sources.github.actions_cache import ActionsCacheStorage
 from exporter.sources.github.auth import AppAuth, Auth, TokenAuth, read_private_key
-from exporter.sources.github.client import GitHubClient, RateBudget
-from exporter.sources.github.joblogs import JobLogs
-from exporter.sources.github.junit import JUnitArtifacts
-from exporter.sources.github.poller import Enricher, RepositoryPoller
-from exporter.sources.registry import RegistryClient
-from exporter.sources.registry_poller import RegistryPoller
-from exporter.sources.retry import Backoff
-from exporter.state import Store
+from exporter.sources.github.client import GitHubClient
+from exporter.sources.github.enrichers import Enricher, JobLogEnricher, JUnitEnricher
+from exporter.sources.github.poller import RepositoryPoller
+from exporter.sources.github.ratelimit import RateBudget
+from exporter.sources.http import RetryPolicy, make_client
+from exporter.sources.registry.client import RegistryClient
+from exporter.sources.registry.poller import RegistryPoller
+from exporter.store import Store
 from exporter.telemetry import Telemetry
 
 log = get_logger(__name__)
-USER_AGENT = "ci-pipeline-exporter"
+MAINTENANCE_INTERVAL = 3600.0
 
 
 def build_auth(github: GitHubConfig, environ: Mapping[str, str], http: httpx.Client) -> Auth:
@@ -58,78 +68,76 @@ def build_auth(github: GitHubConfig, environ: Mapping[str, str], http: httpx.Cli
     return TokenAuth(token)
 
 
+def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
+    targets = [t for t in config.targets if t.repository == repo.name]
+    return RepositoryPolicy(
+        repository=repo.name,
+        branches=frozenset(repo.branches) | {t.branch for t in targets},
+        targets={(t.workflow, t.branch): t.target.upper for t in targets},
+        log_jobs=tuple(repo.logs.jobs),
+        junit_artifacts=tuple(repo.junit.artifacts),
+        max_instructions=repo.logs.max_instructions,
+        max_suites=repo.junit.max_suites,
+    )
+
+
+def configured(config: Config) -> tuple[set[str], set[str], set[str]]:
+    """The repositories, registry hosts and image sets this exporter (shard) owns."""
+    repositories = {r.name for r in config.github.repositories} if config.github else set()
+    hosts = {r.host for r in config.registries}
+    sets = {i.set for r in config.registries for i in r.images if i.set}
+    return repositories, hosts, sets
+
+
+def keeper(config: Config) -> Callable[[str, Labels], bool]:
+    repositories, hosts, sets = configured(config)
+    index = {spec.name: spec.labels for spec in m.ALL_METRICS}
+
+    def keep(metric: str, labels: Labels) -> bool:
+        names = index[metric]
+        values = dict(zip(names, labels, strict=False))
+        if "repository" in values:
+            return values["repository"] in repositories
+        if "registry" in values:
+            return values["registry"] in hosts
+        if metric == m.IMAGE_SET_SIZE.name:
+            return values["set"] in sets
+        return True
+
+    return keep
+
+
 class App:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        environ: Mapping[str, str] | None = None,
-        backoff: Backoff | None = None,
-    ) -> None:
+    def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         config = config.sharded()
         self.config = config
-        self.store = Store(config.state.path, config.limits.max_series_per_metric)
+        self.stopping = threading.Event()
+        self.store = Store(
+            config.state.path, config.limits.max_series_per_metric, on_damage=config.state.on_damage
+        )
+        self.clients: list[httpx.Client] = []
+        try:
+            self._build(config, environ)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, config: Config, environ: Mapping[str, str]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.telemetry = Telemetry(self.registry)
+        if self.store.db.rebuilt:
+            self.telemetry.state_rebuilds.inc()
+        removed = self.store.remove_series(keeper(config))
+        if removed:
+            log.info("series of sources no longer configured removed", metrics=removed)
         self.registry.register(StoreCollector(self.store, config))
         self.jobs: list[SourceJob] = []
-        self._registry_http: list[httpx.Client] = []
         self.pollers: list[RepositoryPoller] = []
-        self.http: httpx.Client | None = None
         if config.github is not None and config.github.repositories:
-            gh = config.github
-            self.http = httpx.Client(
-                timeout=httpx.Timeout(gh.timeout, connect=min(10.0, gh.timeout)),
-                headers={"User-Agent": USER_AGENT},
-                limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-            )
-            try:
-                auth = build_auth(gh, environ, self.http)
-            except ConfigError:
-                self.close()
-                raise
-            self.budget = RateBudget(gh.rate_limit_reserve)
-            client = GitHubClient(
-                gh.api_url,
-                auth,
-                http=self.http,
-                telemetry=self.telemetry,
-                cache=self.store,
-                budget=self.budget,
-                max_retries=gh.max_retries,
-                backoff=backoff or Backoff(base=gh.retry_backoff),
-                secondary_wait=gh.secondary_rate_limit_wait,
-            )
-            self.github = client
-            for repo in gh.repositories:
-                extra = [t.branch for t in config.targets if t.repository == repo.name]
-                targets = {
-                    (t.workflow, t.branch): t.target.upper
-                    for t in config.targets
-                    if t.repository == repo.name
-                }
-                enrichers: list[Enricher] = [
-                    JobLogs(repo, client, self.store, self.telemetry),
-                    JUnitArtifacts(repo, client, self.store, self.telemetry),
-                ]
-                poller = RepositoryPoller(
-                    repo,
-                    gh,
-                    client,
-                    self.store,
-                    self.telemetry,
-                    extra_branches=extra,
-                    targets=targets,
-                    enrichers=enrichers,
-                    cache_storage=ActionsCacheStorage(repo, client, self.store),
-                )
-                self.pollers.append(poller)
-                self.jobs.append(
-                    SourceJob(poller.source, poller.poll, gh.poll_interval, self.budget)
-                )
+            self._add_github(config, config.github, environ)
         for registry in config.registries:
-            self._add_registry(registry, environ, backoff)
+            self._add_registry(registry, environ)
         for job in self.jobs:
             self.telemetry.poll_interval.labels(job.source).set(job.interval)
         self.readiness = Readiness(job.source for job in self.jobs)
@@ -137,9 +145,43 @@ class App:
         self.scheduler: Scheduler | None = None
         self.server: HttpServer | None = None
 
-    def _add_registry(
-        self, registry: RegistryConfig, environ: Mapping[str, str], backoff: Backoff | None
-    ) -> None:
+    def _add_github(self, config: Config, gh: GitHubConfig, environ: Mapping[str, str]) -> None:
+        http = make_client(gh.timeout)
+        self.clients.append(http)
+        auth = build_auth(gh, environ, http)
+        self.budget = RateBudget(gh.rate_limit_reserve)
+        client = GitHubClient(
+            gh.api_url,
+            auth,
+            http=http,
+            timeout=gh.timeout,
+            telemetry=self.telemetry,
+            cache=self.store.http_cache,
+            budget=self.budget,
+            retry=RetryPolicy(gh.max_retries, gh.retry_backoff),
+            secondary_wait=gh.secondary_rate_limit_wait,
+            stop=self.stopping,
+        )
+        for repo in gh.repositories:
+            policy = policy_for(config, repo)
+            enrichers: list[Enricher] = [
+                JobLogEnricher(policy, client, repo.logs),
+                JUnitEnricher(policy, client, self.store, repo.junit, gh.clock_skew),
+            ]
+            poller = RepositoryPoller(
+                repo,
+                gh,
+                client,
+                self.store,
+                policy,
+                enrichers=enrichers,
+                cache_storage=ActionsCacheStorage(repo, client, self.store),
+                stop=self.stopping,
+            )
+            self.pollers.append(poller)
+            self.jobs.append(SourceJob(poller.source, poller.poll, gh.poll_interval, self.budget))
+
+    def _add_registry(self, registry: RegistryConfig, environ: Mapping[str, str]) -> None:
         username = environ.get(registry.username_env, "") if registry.username_env else ""
         password = environ.get(registry.password_env, "") if registry.password_env else ""
         if registry.password_env and not password:
@@ -147,37 +189,36 @@ class App:
                 f"registries: environment variable {registry.password_env} is not set"
             )
         SECRETS.add(password)
-        http = httpx.Client(
-            timeout=httpx.Timeout(registry.timeout, connect=min(10.0, registry.timeout)),
-            headers={"User-Agent": USER_AGENT},
-        )
-        self._registry_http.append(http)
+        http = make_client(registry.timeout)
+        self.clients.append(http)
         client = RegistryClient(
             registry.url,
             http,
             username=username or None,
             password=password or None,
             telemetry=self.telemetry,
-            max_retries=registry.max_retries,
-            backoff=backoff or Backoff(base=0.5),
+            retry=RetryPolicy(registry.max_retries, 0.5),
+            timeout=registry.timeout,
         )
         poller = RegistryPoller(registry, client, self.store, self.telemetry)
         self.jobs.append(SourceJob(poller.source, poller.poll, registry.poll_interval))
 
-    def prune(self) -> None:
+    def maintain(self) -> None:
+        """Forget observed ids and cached responses older than any window reaches again."""
         if self.config.github is None:
             return
         gh = self.config.github
-        # Older than anything a window can reach again, with a day of margin.
+        # Ids are stamped when observed; a run is listed again at most lookback + rerun_window
+        # after it was created, so a day of margin beyond that is safe.
         before = time.time() - gh.lookback - gh.rerun_window - 86400
-        removed = self.store.prune_observed(before)
+        removed = self.store.prune(before)
         if removed:
             log.info("pruned observed ids", removed=removed)
 
     def poll_once(self) -> bool:
         """Every source once, sequentially; True when all succeeded."""
         results = [self.runner.run(job, force=True) for job in self.jobs]
-        self.prune()
+        self.maintain()
         return all(results)
 
     def start(self, listen: str | None = None) -> None:
@@ -185,20 +226,19 @@ class App:
         self.server = HttpServer(host, port, make_app(self.registry, self.readiness))
         self.server.start()
         self.scheduler = Scheduler(self.runner, self.jobs, max_workers=4)
+        self.scheduler.add_maintenance(self.maintain, MAINTENANCE_INTERVAL)
         self.scheduler.start()
         log.info("serving", listen=f"{host}:{self.server.port}", sources=len(self.jobs))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop polling (the poll in progress ends at its next run), finish the write in progress,
+        """Stop polling (requests in flight end, no new ones start), finish the write in progress,
         close the store."""
-        for poller in self.pollers:
-            poller.stop()
+        self.stopping.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         deadline = time.monotonic() + timeout
         for job in self.jobs:
-            remaining = max(0.0, deadline - time.monotonic())
-            if job.lock.acquire(timeout=remaining):
+            if job.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 job.lock.release()
         if self.server is not None:
             self.server.stop()
@@ -206,6 +246,5 @@ class App:
 
     def close(self) -> None:
         self.store.close()
-        for client in [self.http, *self._registry_http]:
-            if client is not None:
-                client.close()
+        for client in self.clients:
+            client.close()

@@ -1,98 +1,41 @@
 """`backfill`: history as OpenMetrics with timestamps, so `promtool tsdb create-blocks-from
 openmetrics` gives a new installation its dashboards and regression baselines on day one.
 
-Reads the same GitHub API (rate-limit aware, through the exporter's client), computes the same
-facts as the poller, and writes cumulative histograms (run, critical path, job, queue, step, test
-suite) at each run's completion time. Resumable: every fetched attempt is appended to
-`OUTPUT.checkpoint` (JSON lines) and not fetched again."""
+The same path as the live exporter: the GitHub sources fetch an attempt's facts, the observation
+functions turn them into a unit, an in-memory aggregate applies it (series caps included), and
+prometheus-client renders each histogram's state after every attempt at the attempt's completion
+time. Resumable: every fetched attempt's observations are appended to `OUTPUT.checkpoint` (JSON
+lines) and not fetched again.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from exporter import metrics as m
-from exporter.analysis.junit import Report
-from exporter.analysis.pipeline import IncompleteError, RunFacts, run_facts
-from exporter.app import App
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from exporter.analysis.pipeline import IncompleteError
+from exporter.app import App, policy_for
+from exporter.collector import bucket_bounds, histogram_buckets, target_bounds
 from exporter.config import Config
 from exporter.logging import get_logger
-from exporter.sources.errors import NotFound
-from exporter.sources.github.junit import JUnitArtifacts
-from exporter.sources.github.poller import PollResult, RepositoryPoller
+from exporter.observations import Observe, RepositoryPolicy, Task, Unit, attempt_unit, junit_unit
+from exporter.sources.errors import MalformedResponse, NotFound
+from exporter.sources.github.enrichers import JUnitEnricher
+from exporter.sources.github.poller import RepositoryPoller
+from exporter.sources.github.runs import attempts_to_observe
+from exporter.store.aggregates import SPECS, Aggregates, HistogramSeries
 
 log = get_logger(__name__)
-
-Observation = tuple[str, tuple[str, ...], float]  # metric, label values, value
-
-
-@dataclass
-class Series:
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def observe(self, value: float) -> None:
-        if not self.counts:
-            self.counts = [0] * len(self.bounds)
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
-        self.total += value
-        self.count += 1
-
-
-def observations(
-    poller: RepositoryPoller, facts: RunFacts, report: Report | None
-) -> list[Observation]:
-    """The histogram observations the poller records for one attempt (same labels)."""
-    repo, workflow = poller.repo.name, facts.workflow
-    branch = poller.branch_label(facts.branch)
-    out: list[Observation] = [
-        (m.RUN_DURATION.name, (repo, workflow, branch, facts.event, facts.result), facts.seconds)
-    ]
-    if facts.critical_path:
-        out.append(
-            (
-                m.RUN_CRITICAL_PATH.name,
-                (repo, workflow, branch, facts.result),
-                facts.critical_path_seconds,
-            )
-        )
-    for job in facts.jobs:
-        out.append(
-            (
-                m.JOB_DURATION.name,
-                (repo, workflow, branch, job.name, job.result, job.runner),
-                job.seconds,
-            )
-        )
-        if job.queue_seconds is not None:
-            out.append(
-                (
-                    m.JOB_QUEUE.name,
-                    (repo, workflow, branch, job.name, job.runner),
-                    job.queue_seconds,
-                )
-            )
-        for step in job.steps:
-            out.append(
-                (
-                    m.STEP_DURATION.name,
-                    (repo, workflow, job.name, step.name, step.result),
-                    step.seconds,
-                )
-            )
-    if report is not None:
-        for suite, totals in report.suites.items():
-            out.append((m.TEST_SUITE_DURATION.name, (repo, workflow, suite), totals.seconds))
-    return out
 
 
 class Progress:
@@ -112,6 +55,34 @@ class Progress:
             self.stream.write("\n")
 
 
+def _record(key: str, at: float, units: Iterable[Unit]) -> dict[str, Any]:
+    """A checkpoint line: the histogram observations of one attempt."""
+    observed = [
+        [item.spec.name, list(item.labels), item.value]
+        for unit in units
+        for item in unit.items
+        if isinstance(item, Observe)
+    ]
+    return {"key": key, "at": at, "observations": observed}
+
+
+def _attempt_units(
+    poller: RepositoryPoller, junit: JUnitEnricher | None, run: Any, number: int
+) -> tuple[float, list[Unit]] | None:
+    try:
+        facts = poller.fetcher.facts(run, number)
+    except (IncompleteError, NotFound, MalformedResponse):
+        return None
+    units = [attempt_unit(facts, poller.policy)]
+    task = next((t for t in units[0].enqueue if t.kind == "junit"), None)
+    if junit is not None and task is not None:
+        report, artifact_ids = junit.report(task.data)
+        units.append(
+            junit_unit(task, report if artifact_ids else None, artifact_ids, poller.policy)
+        )
+    return facts.completed_at, units
+
+
 def collect(
     config: Config,
     since: float,
@@ -126,112 +97,114 @@ def collect(
             if line.strip():
                 record = json.loads(line)
                 done[record["key"]] = record
-    app = App(
-        config.model_copy(update={"state": config.state.model_copy(update={"path": ":memory:"})}),
-        environ=environ,
-    )
+    memory = config.state.model_copy(update={"path": ":memory:"})
+    app = App(config.model_copy(update={"state": memory}), environ=environ)
     progress = progress or Progress(sys.stderr)
     try:
         with checkpoint.open("a", encoding="utf-8") as out:
             for poller in app.pollers:
-                runs = [
-                    r
-                    for r in poller._list(time.time() - since, None, PollResult())
-                    if isinstance(r.get("id"), int)
-                    and r.get("status") == "completed"
-                    and (poller.repo.workflows is None or r.get("name") in poller.repo.workflows)
-                ]
-                junit = next((e for e in poller.enrichers if isinstance(e, JUnitArtifacts)), None)
-                for index, run in enumerate(runs):
-                    progress.show(index + 1, len(runs), poller.repo.name)
-                    for attempt in range(1, int(run.get("run_attempt") or 1) + 1):
-                        key = f"{poller.repo.name}/{run['id']}/{attempt}"
-                        if key in done:
-                            continue
-                        try:
-                            attempt_run = (
-                                run
-                                if attempt == run.get("run_attempt")
-                                else poller.client.get_json(
-                                    f"/repos/{poller.repo.name}/actions/runs/{run['id']}/attempts/{attempt}"
-                                )
-                            )
-                            jobs = poller._jobs(int(run["id"]), attempt)
-                            facts = run_facts(
-                                poller.repo.name,
-                                attempt_run,
-                                jobs,
-                                poller._graph(attempt_run, jobs),
-                            )
-                        except (IncompleteError, NotFound):
-                            continue
-                        report = junit.report(facts) if junit is not None else None
-                        record = {
-                            "key": key,
-                            "at": facts.completed_at,
-                            "observations": observations(poller, facts, report),
-                        }
-                        out.write(json.dumps(record) + "\n")
-                        out.flush()
-                        done[key] = record
+                _collect_repository(poller, since, done, out, progress)
             progress.end()
     finally:
         app.close()
     return sorted(done.values(), key=lambda r: (r["at"], r["key"]))
 
 
-def render_openmetrics(records: list[dict[str, Any]], config: Config) -> Iterator[str]:
-    """Families one after another; in each, every series' points in time order."""
-    extra: set[float] = set()
-    for target in config.targets:
-        extra |= {target.target.lower, target.target.upper}
-        if target.baseline is not None:
-            extra |= {target.baseline.lower, target.baseline.upper}
-    specs = {
-        s.name: s
-        for s in (
-            m.RUN_DURATION,
-            m.RUN_CRITICAL_PATH,
-            m.JOB_DURATION,
-            m.JOB_QUEUE,
-            m.STEP_DURATION,
-            m.TEST_SUITE_DURATION,
-        )
-    }
-    points: dict[str, dict[tuple[str, ...], list[tuple[float, float]]]] = {
-        name: {} for name in specs
-    }
+def _collect_repository(
+    poller: RepositoryPoller,
+    since: float,
+    done: dict[str, dict[str, Any]],
+    out: TextIO,
+    progress: Progress,
+) -> None:
+    runs = [
+        r
+        for r in poller.lister.list(time.time() - since).runs
+        if r.status == "completed" and poller.wanted(r)
+    ]
+    junit = poller.enrichers.get("junit")
+    junit = junit if isinstance(junit, JUnitEnricher) and poller.policy.junit_artifacts else None
+    for index, run in enumerate(runs):
+        progress.show(index + 1, len(runs), poller.repo.name)
+        for number in attempts_to_observe(run):
+            key = f"{poller.repo.name}/{run.id}/{number}"
+            if key in done:
+                continue
+            found = _attempt_units(poller, junit, run, number)
+            if found is None:
+                continue
+            record = _record(key, found[0], found[1])
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            done[key] = record
+
+
+@dataclass
+class _History:
+    """Each histogram series' state after every attempt that changed it, in time order."""
+
+    points: dict[tuple[str, tuple[str, ...]], list[tuple[float, HistogramSeries]]] = field(
+        default_factory=dict
+    )
+
+
+def _replay(records: list[dict[str, Any]], config: Config) -> _History:
+    aggregates = Aggregates(config.limits.max_series_per_metric)
+    policies = _policies(config)
+    history = _History()
     for record in records:
-        for metric, labels, value in record["observations"]:
-            points[metric].setdefault(tuple(labels), []).append((record["at"], float(value)))
-    for name, spec in specs.items():
-        if not points[name]:
-            continue
-        bounds = (
-            m.with_bounds(spec.buckets, extra)
-            if spec.target_buckets
-            else tuple(float(b) for b in spec.buckets)
+        repository = record["key"].rsplit("/", 2)[0]
+        policy = policies.get(repository)
+        items = tuple(
+            Observe(SPECS[name], tuple(labels), value)
+            for name, labels, value in record["observations"]
         )
-        yield f"# TYPE {name} histogram\n"
-        yield f"# HELP {name} {spec.help}\n"
-        for labels, observed in sorted(points[name].items()):
-            series = Series(bounds)
-            pairs = ",".join(
-                f'{k}="{_escape(v)}"' for k, v in zip(spec.labels, labels, strict=True)
+        unit = Unit(source="backfill", items=items, limits=policy.limits if policy else {})
+        plan = aggregates.plan(unit, record["at"])
+        aggregates.apply(plan)
+        for key, series in plan.changed.items():
+            if isinstance(series, HistogramSeries):
+                history.points.setdefault(key, []).append((record["at"], replace(series)))
+    return history
+
+
+def _policies(config: Config) -> dict[str, RepositoryPolicy]:
+    repos = config.github.repositories if config.github else []
+    return {repo.name: policy_for(config, repo) for repo in repos}
+
+
+class _HistoryCollector(Collector):
+    def __init__(self, history: _History, config: Config) -> None:
+        self.history = history
+        self.extra = target_bounds(config)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, spec in SPECS.items():
+            series = sorted(
+                (labels, points)
+                for (metric, labels), points in self.history.points.items()
+                if metric == name
             )
-            for at, value in sorted(observed):
-                series.observe(value)
-                ts = f"{at:.3f}"
-                for bound, count in zip(bounds, series.counts, strict=True):
-                    yield f'{name}_bucket{{{pairs},le="{bound:g}"}} {count} {ts}\n'
-                yield f'{name}_bucket{{{pairs},le="+Inf"}} {series.count} {ts}\n'
-                yield f"{name}_count{{{pairs}}} {series.count} {ts}\n"
-                yield f"{name}_sum{{{pairs}}} {series.total:.3f} {ts}\n"
-    yield "# EOF\n"
+            if not series:
+                continue
+            family = HistogramMetricFamily(name, spec.help, labels=spec.labels)
+            bounds = bucket_bounds(spec, self.extra)
+            for labels, points in series:
+                for at, state in points:
+                    family.add_metric(
+                        list(labels),
+                        histogram_buckets(name, state, bounds),
+                        state.sum,
+                        timestamp=at,
+                    )
+            yield family
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def render_openmetrics(records: list[dict[str, Any]], config: Config) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_HistoryCollector(_replay(records, config), config))
+    rendered: bytes = generate_latest(registry)  # type: ignore[no-untyped-call]
+    return rendered
 
 
 def backfill(
@@ -239,10 +212,11 @@ def backfill(
 ) -> int:
     checkpoint = output.with_name(output.name + ".checkpoint")
     records = collect(config, since, checkpoint, environ)
-    with output.open("w", encoding="utf-8") as out:
-        for chunk in render_openmetrics(records, config):
-            out.write(chunk)
+    output.write_bytes(render_openmetrics(records, config))
     log.info(
         "backfill written", output=str(output), attempts=len(records), checkpoint=str(checkpoint)
     )
     return len(records)
+
+
+__all__ = ["Task", "backfill", "collect", "render_openmetrics"]

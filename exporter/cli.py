@@ -19,6 +19,7 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.config import DEFAULT_LISTEN, ConfigError, effective_config, load_config, parse_listen
 from exporter.logging import configure_logging, get_logger
+from exporter.store import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = get_logger("exporter.cli")
@@ -288,7 +289,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from exporter import analyze
+    from exporter import cli_analyze as analyze
 
     if args.kind == "image":
         user = os.environ.get(args.username_env) if args.username_env else None
@@ -322,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"ci-pipeline-exporter: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"ci-pipeline-exporter: state error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         # Typically the listen address is taken; an operator's error, not a crash.

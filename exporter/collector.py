@@ -1,4 +1,4 @@
-"""Scrape-time rendering of the domain metrics from the state store.
+"""Scrape-time rendering of the stored aggregates, plus the configured targets.
 
 Example exposition:
 
@@ -9,7 +9,7 @@ Example exposition:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,100 +21,96 @@ from prometheus_client.registry import Collector
 
 from exporter import metrics as m
 from exporter.config import Config
-from exporter.state import Store
+from exporter.store import Store
+from exporter.store.aggregates import LAYOUTS, HistogramSeries, Series, ValueSeries
+from exporter.store.layouts import cumulative
 
 
-def _le(bound: float) -> str:
-    return repr(float(bound))
+def target_bounds(config: Config) -> set[float]:
+    bounds: set[float] = set()
+    for target in config.targets:
+        bounds.update((target.target.lower, target.target.upper))
+        if target.baseline is not None:
+            bounds.update((target.baseline.lower, target.baseline.upper))
+    return bounds
+
+
+def bucket_bounds(spec: m.MetricSpec, extra: Iterable[float]) -> tuple[float, ...]:
+    if spec.target_buckets:
+        return m.with_bounds(spec.buckets, extra)
+    return tuple(float(b) for b in spec.buckets)
+
+
+def histogram_buckets(
+    name: str, series: HistogramSeries, bounds: Sequence[float]
+) -> list[tuple[str, float]]:
+    counts = cumulative(LAYOUTS[name], series.slots, bounds)
+    buckets = [(repr(float(b)), float(c)) for b, c in zip(bounds, counts, strict=True)]
+    buckets.append(("+Inf", float(series.count)))
+    return buckets
+
+
+def family(spec: m.MetricSpec) -> Metric:
+    if spec.type == "histogram":
+        return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+    if spec.type == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+    return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+
+def add_sample(
+    target: Metric,
+    spec: m.MetricSpec,
+    labels: Sequence[str],
+    series: Series,
+    bounds: Sequence[float],
+    timestamp: float | None = None,
+) -> None:
+    if isinstance(target, HistogramMetricFamily):
+        assert isinstance(series, HistogramSeries)
+        buckets = histogram_buckets(spec.name, series, bounds)
+        target.add_metric(list(labels), buckets, series.sum, timestamp=timestamp)
+    else:
+        assert isinstance(series, ValueSeries)
+        assert isinstance(target, CounterMetricFamily | GaugeMetricFamily)
+        target.add_metric(list(labels), series.value, timestamp=timestamp)
 
 
 class StoreCollector(Collector):
-    """Renders every stored histogram, counter and latest-value gauge, plus configured targets."""
+    """Every stored series, and the configured targets and baselines."""
 
-    def __init__(
-        self, store: Store, config: Config, specs: Iterable[m.MetricSpec] = m.ALL_METRICS
-    ) -> None:
+    def __init__(self, store: Store, config: Config) -> None:
         self.store = store
         self.config = config
-        self.specs = {spec.name: spec for spec in specs}
-        bounds: set[float] = set()
-        for target in config.targets:
-            bounds.update((target.target.lower, target.target.upper))
-            if target.baseline is not None:
-                bounds.update((target.baseline.lower, target.baseline.upper))
-        self.buckets = {
-            spec.name: (
-                m.with_bounds(spec.buckets, bounds) if spec.target_buckets else tuple(spec.buckets)
-            )
-            for spec in self.specs.values()
-            if spec.type == "histogram"
-        }
-        self.repositories = {r.name for r in config.github.repositories} if config.github else set()
+        extra = target_bounds(config)
+        self.bounds = {spec.name: bucket_bounds(spec, extra) for spec in m.ALL_METRICS}
 
     def describe(self) -> Iterable[Metric]:
         return []
 
-    def _wanted(self, spec: m.MetricSpec, labels: tuple[str, ...]) -> bool:
-        # Series of repositories no longer configured disappear.
-        if "repository" in spec.labels:
-            return labels[spec.labels.index("repository")] in self.repositories
-        return True
-
     def collect(self) -> Iterator[Metric]:
         yield from self._targets()
-        families: dict[str, Metric] = {}
-
-        def family(spec: m.MetricSpec) -> Metric:
-            found = families.get(spec.name)
-            if found is None:
-                if spec.type == "histogram":
-                    found = HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
-                elif spec.type == "counter":
-                    found = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
-                else:
-                    found = GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
-                families[spec.name] = found
-            return found
-
-        with self.store.reading() as (histograms, counters, gauges):
-            for (name, labels), hist in histograms.items():
-                spec = self.specs.get(name)
-                if spec is None or spec.type != "histogram" or not self._wanted(spec, labels):
+        rendered: list[Metric] = []
+        with self.store.reading() as aggregates:
+            for spec in m.ALL_METRICS:
+                series = aggregates.series[spec.name]
+                if not series:
                     continue
-                bounds = self.buckets[name]
-                cumulative = hist.cumulative(bounds)
-                buckets = [(_le(b), float(c)) for b, c in zip(bounds, cumulative, strict=True)]
-                buckets.append(("+Inf", float(hist.count)))
-                target = family(spec)
-                assert isinstance(target, HistogramMetricFamily)
-                target.add_metric(list(labels), buckets, hist.sum)
-            for (name, labels), value in counters.items():
-                spec = self.specs.get(name)
-                if spec is None or spec.type != "counter" or not self._wanted(spec, labels):
-                    continue
-                counter = family(spec)
-                assert isinstance(counter, CounterMetricFamily)
-                counter.add_metric(list(labels), value)
-            for (name, labels), (value, _at) in gauges.items():
-                spec = self.specs.get(name)
-                if spec is None or spec.type != "gauge" or not self._wanted(spec, labels):
-                    continue
-                gauge = family(spec)
-                assert isinstance(gauge, GaugeMetricFamily)
-                gauge.add_metric(list(labels), value)
-        yield from families.values()
+                found = family(spec)
+                for labels, value in series.items():
+                    add_sample(found, spec, labels, value, self.bounds[spec.name])
+                rendered.append(found)
+        yield from rendered
 
     def _targets(self) -> Iterator[Metric]:
-        target = GaugeMetricFamily(m.TARGET.name, m.TARGET.help, labels=m.TARGET.labels)
-        baseline = GaugeMetricFamily(m.BASELINE.name, m.BASELINE.help, labels=m.BASELINE.labels)
+        target = family(m.TARGET)
+        baseline = family(m.BASELINE)
+        assert isinstance(target, GaugeMetricFamily) and isinstance(baseline, GaugeMetricFamily)
         for t in self.config.targets:
             for bound in ("lower", "upper"):
-                target.add_metric(
-                    [t.repository, t.workflow, t.branch, bound], getattr(t.target, bound)
-                )
+                labels = [t.repository, t.workflow, t.branch, bound]
+                target.add_metric(labels, getattr(t.target, bound))
                 if t.baseline is not None:
-                    baseline.add_metric(
-                        [t.repository, t.workflow, t.branch, bound], getattr(t.baseline, bound)
-                    )
+                    baseline.add_metric(labels, getattr(t.baseline, bound))
         yield target
         yield baseline

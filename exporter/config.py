@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -50,6 +50,9 @@ class _Strict(BaseModel):
 
 class StateConfig(_Strict):
     path: str = "./state.db"
+    # A damaged state file: moved aside and rebuilt from the lookback window (keeps a pod
+    # useful), or refused with one line and exit 2.
+    on_damage: Literal["rebuild", "refuse"] = "rebuild"
 
 
 class AppAuthConfig(_Strict):
@@ -119,6 +122,9 @@ class GitHubConfig(_Strict):
     # First retry delay after a 5xx or transport error; doubles per retry, with jitter.
     retry_backoff: Duration = 0.5
     workflow_refresh: Duration = 3600.0
+    # A GitHub timestamp further in the future than this is malformed (it would poison the
+    # latest-value gauges); allows for this machine's clock running behind.
+    clock_skew: Duration = 300.0
     repositories: list[RepositoryConfig] = Field(default_factory=list)
 
     @field_validator("api_url")

@@ -40,6 +40,8 @@ class Demo:
                     "poll_interval": "2s",
                     "lookback": f"{int(sim.history_runs * sim.run_interval + 86400)}s",
                     "timeout": "10s",
+                    # Simulated time runs ahead of the wall clock.
+                    "clock_skew": "365d",
                     "repositories": [
                         {
                             "name": DEMO_REPOSITORY,

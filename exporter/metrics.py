@@ -19,6 +19,22 @@ POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 @dataclass(frozen=True)
+class ScopedCap:
+    """At most N distinct values of `labels` within each value of `scope` (N comes from the config,
+    by `name`); further values fold into "other" and are counted like the metric-wide cap."""
+
+    name: str
+    scope: tuple[str, ...]
+    labels: tuple[str, ...]
+
+
+SUITES_CAP = ScopedCap("suites", ("repository", "workflow"), ("suite",))
+INSTRUCTIONS_CAP = ScopedCap(
+    "instructions", ("repository", "workflow", "job_name"), ("stage", "instruction")
+)
+
+
+@dataclass(frozen=True)
 class MetricSpec:
     name: str
     type: MetricType
@@ -27,9 +43,9 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
     # Labels whose values fold into "other" when the metric reaches its series cap.
     foldable: tuple[str, ...] = ()
-    group: str = "pipeline"
     # Whether configured target/baseline bounds are added to the buckets.
     target_buckets: bool = False
+    cap: ScopedCap | None = None
 
     def series_names(self) -> tuple[str, ...]:
         if self.type == "histogram":
@@ -74,8 +90,8 @@ RUN_LAST_CRITICAL_PATH_JOB = MetricSpec(
     "cicd_pipeline_run_last_critical_path_job_seconds",
     "gauge",
     "Execution seconds of each critical-path job in the latest completed run.",
-    ("repository", "workflow", "branch", "job"),
-    foldable=("job",),
+    ("repository", "workflow", "branch", "job_name"),
+    foldable=("job_name",),
 )
 RUN_ACTIVE = MetricSpec(
     "cicd_pipeline_run_active",
@@ -87,32 +103,32 @@ JOB_DURATION = MetricSpec(
     "cicd_pipeline_task_run_duration_seconds",
     "histogram",
     "Job execution: started_at to completed_at.",
-    ("repository", "workflow", "branch", "job", "result", "runner"),
+    ("repository", "workflow", "branch", "job_name", "result", "runner"),
     RUN_BUCKETS,
-    foldable=("job", "runner"),
+    foldable=("job_name", "runner"),
 )
 JOB_QUEUE = MetricSpec(
     "cicd_pipeline_task_run_queue_seconds",
     "histogram",
     "Job queue time: created_at to started_at.",
-    ("repository", "workflow", "branch", "job", "runner"),
+    ("repository", "workflow", "branch", "job_name", "runner"),
     QUEUE_BUCKETS,
-    foldable=("job", "runner"),
+    foldable=("job_name", "runner"),
 )
 JOB_LAST_DURATION = MetricSpec(
     "cicd_pipeline_task_run_last_duration_seconds",
     "gauge",
     "Execution seconds of the latest completed run of each job.",
-    ("repository", "workflow", "branch", "job"),
-    foldable=("job",),
+    ("repository", "workflow", "branch", "job_name"),
+    foldable=("job_name",),
 )
 STEP_DURATION = MetricSpec(
     "cicd_pipeline_task_step_duration_seconds",
     "histogram",
     "Step execution: started_at to completed_at (0 for steps without timestamps).",
-    ("repository", "workflow", "job", "step", "result"),
+    ("repository", "workflow", "job_name", "step", "result"),
     STEP_BUCKETS,
-    foldable=("job", "step"),
+    foldable=("job_name", "step"),
 )
 TARGET = MetricSpec(
     "cicd_pipeline_target_duration_seconds",
@@ -161,7 +177,7 @@ TEST_SUITE_DURATION = MetricSpec(
     ("repository", "workflow", "suite"),
     TEST_BUCKETS,
     foldable=("suite",),
-    group="tests",
+    cap=SUITES_CAP,
 )
 TEST_SUITE_LAST = MetricSpec(
     "cicd_test_suite_last_duration_seconds",
@@ -170,7 +186,7 @@ TEST_SUITE_LAST = MetricSpec(
     + _JUNIT_NOTE,
     ("repository", "workflow", "suite"),
     foldable=("suite",),
-    group="tests",
+    cap=SUITES_CAP,
 )
 TEST_CASES = MetricSpec(
     "cicd_test_cases_total",
@@ -178,7 +194,7 @@ TEST_CASES = MetricSpec(
     "Test cases by result (passed, failed, error, skipped). " + _JUNIT_NOTE,
     ("repository", "workflow", "suite", "result"),
     foldable=("suite",),
-    group="tests",
+    cap=SUITES_CAP,
 )
 TEST_METRICS = (TEST_SUITE_DURATION, TEST_SUITE_LAST, TEST_CASES)
 
@@ -190,73 +206,66 @@ BUILDKIT_BUILD = MetricSpec(
     "buildkit_build_duration_seconds",
     "histogram",
     "One docker build/bake found in a job log (first to last line of its output). " + _LOG_NOTE,
-    ("repository", "workflow", "job", "cache_backend"),
+    ("repository", "workflow", "job_name", "cache_backend"),
     BUILD_BUCKETS,
-    foldable=("job",),
-    group="build",
+    foldable=("job_name",),
 )
 BUILDKIT_IMPORT = MetricSpec(
     "buildkit_cache_import_seconds",
     "histogram",
     "Time importing cache manifests in one build, by backend (gha, registry, local, s3, azblob, "
     "inline, none, unknown). " + _LOG_NOTE,
-    ("repository", "workflow", "job", "cache_backend"),
+    ("repository", "workflow", "job_name", "cache_backend"),
     CACHE_BUCKETS,
-    foldable=("job",),
-    group="build",
+    foldable=("job_name",),
 )
 BUILDKIT_EXPORT = MetricSpec(
     "buildkit_cache_export_seconds",
     "histogram",
     "Time exporting the build cache in one build, by backend. " + _LOG_NOTE,
-    ("repository", "workflow", "job", "cache_backend"),
+    ("repository", "workflow", "job_name", "cache_backend"),
     CACHE_BUCKETS,
-    foldable=("job",),
-    group="build",
+    foldable=("job_name",),
 )
 BUILDKIT_STEPS = MetricSpec(
     "buildkit_steps_total",
     "counter",
     "Dockerfile instruction vertices by result: cached, executed, errored, canceled ([internal] "
     "and [auth] vertices are not steps). " + _LOG_NOTE,
-    ("repository", "workflow", "job", "result"),
-    foldable=("job",),
-    group="build",
+    ("repository", "workflow", "job_name", "result"),
+    foldable=("job_name",),
 )
 BUILDKIT_HIT_RATIO = MetricSpec(
     "buildkit_last_cache_hit_ratio",
     "gauge",
     "cached ÷ (cached + executed) steps in the latest build of the job. " + _LOG_NOTE,
-    ("repository", "workflow", "job"),
-    foldable=("job",),
-    group="build",
+    ("repository", "workflow", "job_name"),
+    foldable=("job_name",),
 )
 BUILDKIT_STEP_DURATION = MetricSpec(
     "buildkit_step_duration_seconds",
     "histogram",
     "Executed Dockerfile instructions, normalised to `RUN pip install` style (≤ 60 characters), "
     "capped per job (logs.max_instructions). " + _LOG_NOTE,
-    ("repository", "workflow", "job", "stage", "instruction"),
+    ("repository", "workflow", "job_name", "stage", "instruction"),
     STEP_BUCKETS,
     foldable=("stage", "instruction"),
-    group="build",
+    cap=INSTRUCTIONS_CAP,
 )
 CACHE_RESTORES = MetricSpec(
     "github_actions_cache_restores_total",
     "counter",
     "actions/cache restores found in job logs, by result (hit, miss). " + _LOG_NOTE,
-    ("repository", "workflow", "job", "result"),
-    foldable=("job",),
-    group="build",
+    ("repository", "workflow", "job_name", "result"),
+    foldable=("job_name",),
 )
 CACHE_RESTORE_SECONDS = MetricSpec(
     "github_actions_cache_restore_seconds",
     "histogram",
     "Durations (from the jobs API) of the steps that restored an actions/cache.",
-    ("repository", "workflow", "job"),
+    ("repository", "workflow", "job_name"),
     CACHE_BUCKETS,
-    foldable=("job",),
-    group="build",
+    foldable=("job_name",),
 )
 _CACHE_NOTE = "Polled every github.repositories[].actions_cache.poll_interval (GitHub refreshes it about every 5 minutes)."
 CACHE_USAGE = MetricSpec(
@@ -264,21 +273,18 @@ CACHE_USAGE = MetricSpec(
     "gauge",
     "Active Actions cache size (/actions/cache/usage). " + _CACHE_NOTE,
     ("repository",),
-    group="build",
 )
 CACHE_ENTRIES = MetricSpec(
     "github_actions_cache_entries",
     "gauge",
     "Active Actions cache entries (/actions/cache/usage). " + _CACHE_NOTE,
     ("repository",),
-    group="build",
 )
 CACHE_LIMIT = MetricSpec(
     "github_actions_cache_limit_bytes",
     "gauge",
     "Configured Actions cache limit (actions_cache.limit_bytes, default 10 GiB).",
     ("repository",),
-    group="build",
 )
 CACHE_KIND_BYTES = MetricSpec(
     "github_actions_cache_entries_bytes",
@@ -286,7 +292,6 @@ CACHE_KIND_BYTES = MetricSpec(
     "Bytes of the listed cache entries by kind: buildkit (BuildKit's gha cache, keys buildkit-blob-… "
     "and index-buildkit-…) or other (/actions/caches). " + _CACHE_NOTE,
     ("repository", "kind"),
-    group="build",
 )
 BUILD_METRICS = (
     BUILDKIT_BUILD,
@@ -310,14 +315,12 @@ IMAGE_SIZE = MetricSpec(
     "Compressed image size per platform: config + layers as pushed. A templated tag keeps its "
     "template ({head_sha:7}) as the label and follows the latest successful run. " + _REGISTRY_NOTE,
     ("registry", "image", "tag", "platform"),
-    group="images",
 )
 IMAGE_LAYERS = MetricSpec(
     "container_image_layers",
     "gauge",
     "Layer count per platform. " + _REGISTRY_NOTE,
     ("registry", "image", "tag", "platform"),
-    group="images",
 )
 IMAGE_SET_SIZE = MetricSpec(
     "container_image_set_size_bytes",
@@ -325,7 +328,6 @@ IMAGE_SET_SIZE = MetricSpec(
     "Sum over a set's images (kind=total) and with layers shared between them counted once "
     "(kind=unique). " + _REGISTRY_NOTE,
     ("set", "kind"),
-    group="images",
 )
 IMAGE_METRICS = (IMAGE_SIZE, IMAGE_LAYERS, IMAGE_SET_SIZE)
 
@@ -334,21 +336,18 @@ BUILD_INFO = MetricSpec(
     "gauge",
     "Always 1; the exporter's version.",
     ("version", "python_version"),
-    group="exporter",
 )
 UP = MetricSpec(
     "ci_pipeline_exporter_up",
     "gauge",
     "1 when the source's last poll succeeded, else 0.",
     ("source",),
-    group="exporter",
 )
 LAST_SUCCESS = MetricSpec(
     "ci_pipeline_exporter_last_success_timestamp_seconds",
     "gauge",
     "End of the source's last successful poll (Unix time).",
     ("source",),
-    group="exporter",
 )
 POLL_DURATION = MetricSpec(
     "ci_pipeline_exporter_poll_duration_seconds",
@@ -356,14 +355,12 @@ POLL_DURATION = MetricSpec(
     "Duration of one poll of a source.",
     ("source",),
     POLL_BUCKETS,
-    group="exporter",
 )
 POLL_ERRORS = MetricSpec(
     "ci_pipeline_exporter_poll_errors_total",
     "counter",
     "Failed polls and skipped items by reason (http_5xx, rate_limited, transport, malformed, ...).",
     ("source", "reason"),
-    group="exporter",
 )
 API_REQUESTS = MetricSpec(
     "ci_pipeline_exporter_api_requests_total",
@@ -371,28 +368,24 @@ API_REQUESTS = MetricSpec(
     "HTTP requests to the GitHub API and registries by templated endpoint and status code "
     "(304 = answered from the ETag cache).",
     ("api", "endpoint", "code"),
-    group="exporter",
 )
 RATE_REMAINING = MetricSpec(
     "ci_pipeline_exporter_github_rate_limit_remaining",
     "gauge",
     "x-ratelimit-remaining of the latest GitHub response.",
     ("resource",),
-    group="exporter",
 )
 RATE_LIMIT = MetricSpec(
     "ci_pipeline_exporter_github_rate_limit_limit",
     "gauge",
     "x-ratelimit-limit of the latest GitHub response.",
     ("resource",),
-    group="exporter",
 )
 POLL_INTERVAL = MetricSpec(
     "ci_pipeline_exporter_poll_interval_seconds",
     "gauge",
     "The configured poll interval of the source (for staleness alerts).",
     ("source",),
-    group="exporter",
 )
 SERIES_DROPPED = MetricSpec(
     "ci_pipeline_exporter_series_dropped_total",
@@ -400,21 +393,26 @@ SERIES_DROPPED = MetricSpec(
     'Observations whose labels were folded into "other" because the metric reached its '
     "series cap (limits.max_series_per_metric).",
     ("metric",),
-    group="exporter",
 )
 RUNS_OBSERVED = MetricSpec(
     "ci_pipeline_exporter_runs_observed_total",
     "counter",
     "Completed run attempts recorded (each exactly once, kept across restarts).",
     ("repository",),
-    group="exporter",
 )
 POLLS_DEFERRED = MetricSpec(
     "ci_pipeline_exporter_polls_deferred_total",
     "counter",
     "Polls skipped to save GitHub rate-limit budget (remaining below the reserve, or slowed).",
     ("source",),
-    group="exporter",
+)
+
+STATE_REBUILDS = MetricSpec(
+    "ci_pipeline_exporter_state_rebuilds_total",
+    "counter",
+    "Damaged state files moved aside at start (state.on_damage: rebuild); the metrics restart "
+    "from the lookback window.",
+    (),
 )
 
 EXPORTER_METRICS = (
@@ -430,18 +428,12 @@ EXPORTER_METRICS = (
     SERIES_DROPPED,
     RUNS_OBSERVED,
     POLLS_DEFERRED,
+    STATE_REBUILDS,
 )
 
 ALL_METRICS: tuple[MetricSpec, ...] = (
     PIPELINE_METRICS + BUILD_METRICS + TEST_METRICS + IMAGE_METRICS + EXPORTER_METRICS
 )
-
-
-def by_name(name: str) -> MetricSpec:
-    for spec in ALL_METRICS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)
 
 
 def all_series_names() -> set[str]:

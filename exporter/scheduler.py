@@ -16,9 +16,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.logging import get_logger
 from exporter.server import Readiness
-from exporter.sources.errors import SourceError
-from exporter.sources.github.client import RateBudget
-from exporter.state import StoreClosed
+from exporter.sources.errors import RateLimited, SourceError, Stopping
+from exporter.sources.github.ratelimit import RateBudget
+from exporter.store import StateWriteError
 from exporter.telemetry import Telemetry
 
 log = get_logger(__name__)
@@ -45,41 +45,50 @@ class PollRunner:
         if not job.lock.acquire(blocking=False):
             return False  # the previous poll of this source is still running
         try:
-            now = time.time()
-            if not force and job.budget is not None:
-                slowdown = job.budget.slowdown(now)
-                if slowdown > 1.0 and now - job.last_attempt < job.interval * slowdown:
-                    self.telemetry.polls_deferred.labels(job.source).inc()
-                    log.info(
-                        "poll deferred to save rate limit", source=job.source, slowdown=slowdown
-                    )
-                    return False
-            job.last_attempt = now
-            started = time.perf_counter()
-            ok = False
-            try:
-                result = job.poll()
-                ok = True
-                log.info("poll done", source=job.source, **_summary(result))
-            except StoreClosed:
+            if not force and self._defer(job):
                 return False
-            except SourceError as exc:
-                self.telemetry.poll_errors.labels(job.source, exc.reason).inc()
-                log.warning("poll failed", source=job.source, reason=exc.reason, error=str(exc))
-            except Exception as exc:  # the loop must survive anything a payload can provoke
-                self.telemetry.poll_errors.labels(job.source, "internal").inc()
-                log.exception("poll crashed", source=job.source, error=str(exc))
-            finally:
-                self.telemetry.poll_duration.labels(job.source).observe(
-                    time.perf_counter() - started
-                )
-            self.telemetry.up.labels(job.source).set(1 if ok else 0)
-            if ok:
-                self.telemetry.last_success.labels(job.source).set(time.time())
-            self.readiness.mark(job.source, ok)
-            return ok
+            job.last_attempt = time.time()
+            return self._poll(job)
         finally:
             job.lock.release()
+
+    def _defer(self, job: SourceJob) -> bool:
+        """Skip this turn to save rate-limit budget (counted; the pause itself is logged once by
+        the budget). A source never polled yet counts as failed, so readiness stays honest."""
+        if job.budget is None:
+            return False
+        now = time.time()
+        slowdown = job.budget.slowdown(now)
+        if slowdown <= 1.0 or now - job.last_attempt >= job.interval * slowdown:
+            return False
+        self.telemetry.polls_deferred.labels(job.source).inc()
+        if self.readiness.snapshot().get(job.source) == "pending":
+            self.readiness.mark(job.source, False)
+        return True
+
+    def _poll(self, job: SourceJob) -> bool:
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = job.poll()
+            ok = True
+            log.info("poll done", source=job.source, **_summary(result))
+        except Stopping:
+            return False
+        except (SourceError, StateWriteError) as exc:
+            self.telemetry.poll_errors.labels(job.source, exc.reason).inc()
+            level = log.info if isinstance(exc, RateLimited) else log.warning
+            level("poll failed", source=job.source, reason=exc.reason, error=str(exc))
+        except Exception as exc:  # the loop must survive anything a payload can provoke
+            self.telemetry.poll_errors.labels(job.source, "internal").inc()
+            log.exception("poll crashed", source=job.source, error=str(exc))
+        finally:
+            self.telemetry.poll_duration.labels(job.source).observe(time.perf_counter() - started)
+        self.telemetry.up.labels(job.source).set(1 if ok else 0)
+        if ok:
+            self.telemetry.last_success.labels(job.source).set(time.time())
+        self.readiness.mark(job.source, ok)
+        return ok
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -98,10 +107,21 @@ class Scheduler:
         self.jobs = jobs
         self._scheduler = BackgroundScheduler(
             executors={
-                "default": ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(jobs) or 1)))
+                "default": ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(jobs) + 1)))
             },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
+        )
+
+    def add_maintenance(self, action: Callable[[], Any], interval: float) -> None:
+        def guarded() -> None:
+            try:
+                action()
+            except Exception as exc:  # housekeeping must not end the scheduler either
+                log.exception("maintenance failed", error=str(exc))
+
+        self._scheduler.add_job(
+            guarded, "interval", seconds=interval, id="maintenance", name="maintenance"
         )
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ def _bare(spec: m.MetricSpec) -> str:
 
 class Telemetry:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.build_info = Gauge(
             m.BUILD_INFO.name, m.BUILD_INFO.help, m.BUILD_INFO.labels, registry=registry
         )
@@ -50,6 +51,9 @@ class Telemetry:
         )
         self.poll_interval = Gauge(
             m.POLL_INTERVAL.name, m.POLL_INTERVAL.help, m.POLL_INTERVAL.labels, registry=registry
+        )
+        self.state_rebuilds = Counter(
+            _bare(m.STATE_REBUILDS), m.STATE_REBUILDS.help, registry=registry
         )
         self.polls_deferred = Counter(
             _bare(m.POLLS_DEFERRED),

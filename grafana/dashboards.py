@@ -1,7 +1,6 @@
 """The six dashboards, built with grafana-foundation-sdk (pinned exactly in pyproject.toml).
 
-The CI job label is `exported_job`: Prometheus keeps its own target label `job` and renames the
-exporter's (see grafana/rules.py).
+The CI job label is `job_name` (a label called `job` would collide with Prometheus' target label).
 
 Every query uses the `$datasource` variable (never a fixed datasource) and the exporter's
 selector from the knobs; `repository`, `workflow` and `branch` variables filter where the metric
@@ -203,8 +202,8 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
                 "Latest run's critical path (job execution)",
                 "s",
                 _target(
-                    f"max by (exported_job) (cicd_pipeline_run_last_critical_path_job_seconds{{{q.run}}})",
-                    "{{exported_job}}",
+                    f"max by (job_name) (cicd_pipeline_run_last_critical_path_job_seconds{{{q.run}}})",
+                    "{{job_name}}",
                     instant=True,
                 ),
             )
@@ -259,7 +258,7 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
 def bottlenecks(k: Knobs) -> dashboard.Dashboard:
     q = Queries(k)
     job = "cicd_pipeline_task_run_duration_seconds"
-    job_var = f'label_values(cicd_pipeline_task_step_duration_seconds_count{{{k.selector}, repository=~"$repository"}}, exported_job)'
+    job_var = f'label_values(cicd_pipeline_task_step_duration_seconds_count{{{k.selector}, repository=~"$repository"}}, job_name)'
     return (
         _base(
             "bottlenecks",
@@ -273,9 +272,9 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Each job's share of the run time",
                 "percentunit",
                 _target(
-                    f"sum by (exported_job) (increase({job}_sum{{{q.run}}}[$__range])) / on() group_left "
+                    f"sum by (job_name) (increase({job}_sum{{{q.run}}}[$__range])) / on() group_left "
                     f"sum(increase(cicd_pipeline_run_duration_seconds_sum{{{q.run}}}[$__range]))",
-                    "{{exported_job}}",
+                    "{{job_name}}",
                     instant=True,
                 ),
             )
@@ -285,13 +284,13 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Job duration p50 / p90",
                 "s",
                 _target(
-                    f"max by (exported_job) (ci:cicd_pipeline_task_run_duration_seconds:p50{{{q.recorded}}})",
-                    "{{exported_job}} p50",
+                    f"max by (job_name) (ci:cicd_pipeline_task_run_duration_seconds:p50{{{q.recorded}}})",
+                    "{{job_name}} p50",
                     "A",
                 ),
                 _target(
-                    f"max by (exported_job) (ci:cicd_pipeline_task_run_duration_seconds:p90{{{q.recorded}}})",
-                    "{{exported_job}} p90",
+                    f"max by (job_name) (ci:cicd_pipeline_task_run_duration_seconds:p90{{{q.recorded}}})",
+                    "{{job_name}} p90",
                     "B",
                 ),
             )
@@ -301,8 +300,8 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Step breakdown of $job (mean seconds)",
                 "s",
                 _target(
-                    f'sum by (step) (increase(cicd_pipeline_task_step_duration_seconds_sum{{{q.nobranch}, exported_job=~"$job"}}[$__range])) / '
-                    f'sum by (step) (increase(cicd_pipeline_task_step_duration_seconds_count{{{q.nobranch}, exported_job=~"$job"}}[$__range]))',
+                    f'sum by (step) (increase(cicd_pipeline_task_step_duration_seconds_sum{{{q.nobranch}, job_name=~"$job"}}[$__range])) / '
+                    f'sum by (step) (increase(cicd_pipeline_task_step_duration_seconds_count{{{q.nobranch}, job_name=~"$job"}}[$__range]))',
                     "{{step}}",
                     instant=True,
                 ),
@@ -313,8 +312,8 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Queue time p90 by job",
                 "s",
                 _target(
-                    f"histogram_quantile(0.9, sum by (exported_job, le) (increase(cicd_pipeline_task_run_queue_seconds_bucket{{{q.run}}}[1h])))",
-                    "{{exported_job}}",
+                    f"histogram_quantile(0.9, sum by (job_name, le) (increase(cicd_pipeline_task_run_queue_seconds_bucket{{{q.run}}}[1h])))",
+                    "{{job_name}}",
                 ),
             )
         )
@@ -347,9 +346,9 @@ def build_cache(k: Knobs) -> dashboard.Dashboard:
                 "BuildKit cache hit ratio by job",
                 "percentunit",
                 _target(
-                    f'sum by (exported_job) (increase({steps}{{{q.nobranch}, result="cached"}}[6h])) / '
-                    f'sum by (exported_job) (increase({steps}{{{q.nobranch}, result=~"cached|executed"}}[6h]))',
-                    "{{exported_job}}",
+                    f'sum by (job_name) (increase({steps}{{{q.nobranch}, result="cached"}}[6h])) / '
+                    f'sum by (job_name) (increase({steps}{{{q.nobranch}, result=~"cached|executed"}}[6h]))',
+                    "{{job_name}}",
                 ),
             )
         )
@@ -383,8 +382,8 @@ def build_cache(k: Knobs) -> dashboard.Dashboard:
             .height(8)
             .with_target(
                 _target(
-                    f"topk(10, sum by (exported_job, stage, instruction) (increase(buildkit_step_duration_seconds_sum{{{q.nobranch}}}[$__range])) / "
-                    f"sum by (exported_job, stage, instruction) (increase(buildkit_step_duration_seconds_count{{{q.nobranch}}}[$__range])))",
+                    f"topk(10, sum by (job_name, stage, instruction) (increase(buildkit_step_duration_seconds_sum{{{q.nobranch}}}[$__range])) / "
+                    f"sum by (job_name, stage, instruction) (increase(buildkit_step_duration_seconds_count{{{q.nobranch}}}[$__range])))",
                     instant=True,
                 )
             )
@@ -426,9 +425,9 @@ def build_cache(k: Knobs) -> dashboard.Dashboard:
                 "Build duration by job and backend (mean)",
                 "s",
                 _target(
-                    f"sum by (exported_job, cache_backend) (increase(buildkit_build_duration_seconds_sum{{{q.nobranch}}}[6h])) / "
-                    f"sum by (exported_job, cache_backend) (increase(buildkit_build_duration_seconds_count{{{q.nobranch}}}[6h]))",
-                    "{{exported_job}} ({{cache_backend}})",
+                    f"sum by (job_name, cache_backend) (increase(buildkit_build_duration_seconds_sum{{{q.nobranch}}}[6h])) / "
+                    f"sum by (job_name, cache_backend) (increase(buildkit_build_duration_seconds_count{{{q.nobranch}}}[6h]))",
+                    "{{job_name}} ({{cache_backend}})",
                 ),
             )
         )

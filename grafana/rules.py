@@ -9,10 +9,9 @@ from grafana.knobs import DASHBOARD_UIDS, Knobs
 RUN = "cicd_pipeline_run_duration_seconds"
 JOB = "cicd_pipeline_task_run_duration_seconds"
 RUN_KEYS = "repository, workflow, branch"
-# The exporter's `job` label (the CI job) collides with Prometheus' target label `job`: with the
-# default honor_labels: false, Prometheus keeps job="ci-pipeline-exporter" and renames the
-# exporter's label to `exported_job`, which is what rules and dashboards use.
-CI_JOB = "exported_job"
+# The CI job's label is `job_name`: a label called `job` would collide with Prometheus' own
+# target label (renamed to exported_job, or overwritten with honor_labels: true).
+CI_JOB = "job_name"
 
 
 def _median(
@@ -166,7 +165,7 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             job_regression,
             k.regression_for,
             "warning",
-            "CI job {{ $labels.exported_job }} in {{ $labels.repository }} {{ $labels.workflow }} got slower",
+            "CI job {{ $labels.job_name }} in {{ $labels.repository }} {{ $labels.workflow }} got slower",
             f"The job's median of the last {k.regression_recent} is more than {k.job_regression_factor}× its "
             f"median of the {k.regression_baseline} before.",
             "bottlenecks",
@@ -178,7 +177,7 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             k.queue_for,
             "warning",
             "Jobs of {{ $labels.repository }} wait for runners",
-            f"The 90th percentile queue time of {{{{ $labels.exported_job }}}} over {k.queue_window} is above "
+            f"The 90th percentile queue time of {{{{ $labels.job_name }}}} over {k.queue_window} is above "
             f"{k.queue_p90_seconds:g} seconds.",
             "bottlenecks",
             k,
@@ -188,7 +187,7 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             cache_hit,
             k.cache_hit_for,
             "info",
-            "BuildKit cache hits are low for {{ $labels.exported_job }} in {{ $labels.repository }}",
+            "BuildKit cache hits are low for {{ $labels.job_name }} in {{ $labels.repository }}",
             f"Less than {k.cache_hit_min_ratio:.0%} of the Dockerfile steps over {k.cache_hit_window} came from cache.",
             "build-cache",
             k,

@@ -87,6 +87,8 @@ def write_config(
             "timeout": "5s",
             "retry_backoff": "0.05s",
             "secondary_rate_limit_wait": "0.2s",
+            # The simulator's clock is advanced hours ahead of the wall clock in tests.
+            "clock_skew": "2d",
             "repositories": [
                 {"name": r, "branches": ["main"], **(repo_extra or {})}
                 for r in (repositories or ["acme/webapp"])
@@ -202,12 +204,12 @@ def assert_matches_truth(exp: Exposition, truth: dict[str, Any]) -> None:
     checks = [
         ("run", "cicd_pipeline_run_duration_seconds", ("repository", "branch", "event", "result")),
         ("critical", "cicd_pipeline_run_critical_path_seconds", ("repository", "branch", "result")),
-        ("job", "cicd_pipeline_task_run_duration_seconds", ("repository", "job", "result")),
-        ("queue", "cicd_pipeline_task_run_queue_seconds", ("repository", "job")),
+        ("job", "cicd_pipeline_task_run_duration_seconds", ("repository", "job_name", "result")),
+        ("queue", "cicd_pipeline_task_run_queue_seconds", ("repository", "job_name")),
         (
             "step",
             "cicd_pipeline_task_step_duration_seconds",
-            ("repository", "job", "step", "result"),
+            ("repository", "job_name", "step", "result"),
         ),
     ]
     for key, metric, labels in checks:

@@ -16,6 +16,7 @@ from exporter.analysis.pipeline import (
 )
 from exporter.analysis.results import map_result
 from exporter.analysis.workflow import WorkflowError, parse_workflow
+from exporter.payloads.github import Job, WorkflowRun
 from tests.helpers import REFERENCE
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
@@ -43,7 +44,7 @@ def test_result_mapping(conclusion: object, result: str) -> None:
 
 def test_job_facts_from_the_official_example() -> None:
     """The spec's job example: mixed time zones (Z and -08:00), post steps numbered 16/17."""
-    job = json.loads((EXAMPLES / "job.json").read_text())
+    job = Job.model_validate(json.loads((EXAMPLES / "job.json").read_text()))
     facts = job_facts(job)
     assert facts.seconds == 119  # 17:42:40Z → 17:44:39Z
     assert facts.runner == "bar,foo,self-hosted"
@@ -57,7 +58,7 @@ def test_incomplete_jobs_are_not_observed() -> None:
     job = json.loads((EXAMPLES / "job.json").read_text())
     job["status"] = "in_progress"
     with pytest.raises(IncompleteError):
-        job_facts(job)
+        job_facts(Job.model_validate(job))
 
 
 def _job(job_id: int, name: str, start: float, end: float, result: str = "success") -> JobFacts:
@@ -135,7 +136,11 @@ def test_run_facts_wall_time_excludes_skipped_jobs() -> None:
         "completed_at": "2020-01-20T18:00:00Z",
         "steps": [],
     }
-    facts = run_facts("octo-org/octo-repo", run, [base, skipped])
+    facts = run_facts(
+        "octo-org/octo-repo",
+        WorkflowRun.model_validate(run),
+        [Job.model_validate(base), Job.model_validate(skipped)],
+    )
     assert facts.seconds == 119
     assert facts.result == "failure"
     assert facts.critical_path_source == "timestamps"

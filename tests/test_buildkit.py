@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.analysis.actions_cache import CacheRestoreDetector
+from exporter.analysis.build_log import analyze_job_log
 from exporter.analysis.buildkit import BuildKitParser, normalize_instruction, parse_buildkit
-from exporter.analysis.joblog import StepWindow, parse_log_lines
-from exporter.analysis.joblog_facts import analyze_job_log
+from exporter.analysis.log_lines import StepWindow, parse_log_lines
 from exporter.timeutil import parse_timestamp
 from tests.helpers import REFERENCE, ROOT, run_cli
 
@@ -236,7 +236,7 @@ def test_parsers_never_raise_or_report_impossible_values(chunks: list[bytes]) ->
 
 MEMORY_SCRIPT = """
 import resource, sys
-from exporter.analysis.joblog_facts import analyze_job_log
+from exporter.analysis.build_log import analyze_job_log
 
 def chunks(total):
     block = []

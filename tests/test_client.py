@@ -3,44 +3,60 @@
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
+import tenacity.nap
 from prometheus_client import CollectorRegistry
 
-from exporter.sources.errors import MalformedResponse, RateLimited, ServerError, TransportError
+from exporter.sources.errors import (
+    MalformedResponse,
+    RateLimited,
+    ServerError,
+    TooLarge,
+    TransportError,
+)
 from exporter.sources.github.auth import TokenAuth
-from exporter.sources.github.client import GitHubClient, RateBudget, endpoint_template
-from exporter.sources.retry import Backoff
-from exporter.state import Store
+from exporter.sources.github.client import (
+    MAX_BODY_BYTES,
+    MAX_PAGES,
+    GitHubClient,
+    endpoint_template,
+)
+from exporter.sources.github.ratelimit import MAX_WAIT, RateBudget
+from exporter.sources.http import RetryPolicy
+from exporter.store import Store
 from exporter.telemetry import Telemetry
 
 Handler = Callable[[httpx.Request], httpx.Response]
+API = "https://ghe.example/api/v3"
 
 
-class Sleeps(list[float]):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between retries, recorded instead of slept (tenacity's documented seam)."""
+    waited: list[float] = []
+    monkeypatch.setattr(tenacity.nap, "time", SimpleNamespace(sleep=waited.append))
+    return waited
 
 
 def client_for(
     handler: Handler, *, retries: int = 3, store: Store | None = None
-) -> tuple[GitHubClient, Sleeps, Telemetry]:
-    sleeps = Sleeps()
+) -> tuple[GitHubClient, Telemetry]:
     telemetry = Telemetry(CollectorRegistry())
     client = GitHubClient(
-        "https://ghe.example/api/v3",
+        API,
         TokenAuth("ghp_" + "x" * 36),
         http=httpx.Client(transport=httpx.MockTransport(handler)),
         telemetry=telemetry,
-        cache=store,
-        max_retries=retries,
-        backoff=Backoff(base=0.5, sleep=sleeps, rng=random.Random(1)),
+        cache=store.http_cache if store else None,
+        retry=RetryPolicy(max_retries=retries, backoff=0.5),
         secondary_wait=60.0,
     )
-    return client, sleeps, telemetry
+    return client, telemetry
 
 
 def test_endpoint_templates() -> None:
@@ -63,31 +79,87 @@ def test_headers_and_ghes_base_path() -> None:
         seen.append(request)
         return httpx.Response(200, json={"ok": True})
 
-    client, _, telemetry = client_for(handler)
+    client, telemetry = client_for(handler)
     assert client.get_json("/rate_limit") == {"ok": True}
     request = seen[0]
-    assert str(request.url) == "https://ghe.example/api/v3/rate_limit"
+    assert str(request.url) == f"{API}/rate_limit"
     assert request.headers["X-GitHub-Api-Version"] == "2022-11-28"
     assert request.headers["Accept"] == "application/vnd.github+json"
     assert request.headers["Authorization"].startswith("Bearer ghp_")
-    assert telemetry.api_requests.labels("github", "/rate_limit", "200")._value.get() == 1
+    assert (
+        telemetry.registry.get_sample_value(
+            "ci_pipeline_exporter_api_requests_total",
+            {"api": "github", "endpoint": "/rate_limit", "code": "200"},
+        )
+        == 1
+    )
+
+
+def _paged(pages: int, link: Callable[[int], str]) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "1"))
+        headers = {"Link": f'<{link(page + 1)}>; rel="next"'} if page < pages else {}
+        return httpx.Response(200, json={"total_count": 5, "jobs": [{"id": page}]}, headers=headers)
+
+    return handler
 
 
 def test_pagination_follows_link_next() -> None:
     """Pages are followed by Link rel="next", never constructed."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        page = int(request.url.params.get("page", "1"))
-        headers = (
-            {"Link": f'<https://ghe.example/api/v3/x?page={page + 1}>; rel="next"'}
-            if page < 3
-            else {}
-        )
-        return httpx.Response(200, json={"total_count": 5, "jobs": [{"id": page}]}, headers=headers)
-
-    client, _, _ = client_for(handler)
+    client, _ = client_for(_paged(3, lambda n: f"{API}/x?page={n}"))
     items = [item["id"] for _, page in client.paginate("/x", {}, "jobs") for item in page]
     assert items == [1, 2, 3]
+
+
+def test_next_on_another_origin_is_malformed_and_gets_no_token() -> None:
+    """A `next` link to another scheme, host or port is a counted malformed error; the token never
+    goes there and the foreign path never becomes an endpoint label."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return _paged(3, lambda n: f"http://127.0.0.1:9/steal?page={n}")(request)
+
+    for other in ("http://ghe.example/api/v3/x", "https://ghe.example:8443/api/v3/x"):
+        client, telemetry = client_for(lambda r, o=other: _paged(3, lambda n: f"{o}?page={n}")(r))
+        with pytest.raises(MalformedResponse, match="another origin"):
+            list(client.paginate("/x", {}, "jobs"))
+    client, telemetry = client_for(handler)
+    with pytest.raises(MalformedResponse):
+        list(client.paginate("/x", {}, "jobs"))
+    assert seen == [f"{API}/x"]
+    text = json.dumps([s.labels for m in telemetry.registry.collect() for s in m.samples])
+    assert "steal" not in text
+
+
+def test_endless_unique_pages_stop_at_the_cap() -> None:
+    """An endless chain of unique `next` pages stops at MAX_PAGES, counted as pages_capped."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return _paged(10**9, lambda n: f"{API}/x?page={n}")(request)
+
+    client, telemetry = client_for(handler)
+    pages = list(client.paginate("/x", {}, "jobs", source="github:a/b"))
+    assert len(pages) == len(calls) == MAX_PAGES
+    assert (
+        telemetry.registry.get_sample_value(
+            "ci_pipeline_exporter_poll_errors_total",
+            {"source": "github:a/b", "reason": "pages_capped"},
+        )
+        == 1
+    )
+
+
+def test_body_over_the_cap_is_too_large() -> None:
+    """A JSON page over MAX_BODY_BYTES is refused while streaming, counted as too_large, never
+    parsed (memory stays bounded)."""
+    big = b'{"jobs": [' + b'{"id": 1},' * (MAX_BODY_BYTES // 10) + b'{"id": 1}]}'
+    client, _ = client_for(lambda r: httpx.Response(200, content=big), retries=0)
+    with pytest.raises(TooLarge) as info:
+        client.get_json("/x")
+    assert info.value.reason == "too_large"
 
 
 def test_etag_304_serves_the_stored_body(tmp_path: object) -> None:
@@ -101,7 +173,7 @@ def test_etag_304_serves_the_stored_body(tmp_path: object) -> None:
             return httpx.Response(304, headers={"ETag": '"v1"'})
         return httpx.Response(200, json={"workflow_runs": [{"id": 1}]}, headers={"ETag": '"v1"'})
 
-    client, _, _ = client_for(handler, store=store)
+    client, _ = client_for(handler, store=store)
     first = client.get_page(client.url("/runs"), conditional=True)
     second = client.get_page(client.url("/runs"), conditional=True)
     assert calls == [None, '"v1"']
@@ -109,7 +181,7 @@ def test_etag_304_serves_the_stored_body(tmp_path: object) -> None:
     assert second.data == first.data
 
 
-def test_secondary_rate_limit_honours_retry_after() -> None:
+def test_secondary_rate_limit_honours_retry_after(sleeps: list[float]) -> None:
     """403 with retry-after waits that long, then retries."""
     responses = iter(
         [
@@ -119,19 +191,44 @@ def test_secondary_rate_limit_honours_retry_after() -> None:
             httpx.Response(200, json={"ok": 1}),
         ]
     )
-    client, sleeps, _ = client_for(lambda r: next(responses))
+    client, _ = client_for(lambda r: next(responses))
     assert client.get_json("/x") == {"ok": 1}
-    assert sleeps == [7.0]
+    assert sleeps == [pytest.approx(7.0, abs=0.1)]
 
 
-def test_primary_rate_limit_waits_for_reset_or_defers() -> None:
-    """remaining=0 without retry-after: wait for x-ratelimit-reset; too long a wait ends the poll with
-    RateLimited and blocks the budget until then."""
-    import time
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e12"},
+        {
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-reset": "99999999999",
+        },
+    ],
+    ids=["retry-after", "reset"],
+)
+def test_absurd_waits_are_capped_at_an_hour(sleeps: list[float], headers: dict[str, str]) -> None:
+    """A 429 with Retry-After: 1e12, or a reset far in the future, pauses GitHub requests for at
+    most MAX_WAIT (GitHub's reset window), not for millennia; nothing is slept inside the poll."""
+    client, _ = client_for(lambda r: httpx.Response(429, json={"message": "x"}, headers=headers))
+    with pytest.raises(RateLimited) as info:
+        client.get_json("/x")
+    assert info.value.until - time.time() <= MAX_WAIT + 1
+    paused = client.budget.paused_until()
+    assert paused is not None and paused - time.time() <= MAX_WAIT + 1
+    assert sleeps == []
 
+
+def test_primary_rate_limit_defers_until_the_reset(sleeps: list[float]) -> None:
+    """remaining=0 without retry-after: the wait is until x-ratelimit-reset; too long a wait ends
+    the poll with RateLimited, and every later request is refused before it is sent."""
     reset = int(time.time()) + 3000
-    client, sleeps, _ = client_for(
-        lambda r: httpx.Response(
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(
             403,
             json={"message": "API rate limit exceeded"},
             headers={
@@ -140,20 +237,23 @@ def test_primary_rate_limit_waits_for_reset_or_defers() -> None:
                 "x-ratelimit-reset": str(reset),
             },
         )
-    )
+
+    client, _ = client_for(handler)
     with pytest.raises(RateLimited) as info:
         client.get_json("/x")
     assert info.value.until == pytest.approx(reset, abs=5)
-    assert sleeps == []
-    assert client.budget.slowdown() == float("inf")
+    assert sleeps == [] and len(calls) == 1
+    with pytest.raises(RateLimited):
+        client.get_json("/y")
+    assert len(calls) == 1  # the budget is checked inside the poll, before each request
 
 
-def test_secondary_without_retry_after_backs_off_at_least_the_configured_wait() -> None:
+def test_secondary_without_retry_after_backs_off_at_least_the_configured_wait(
+    sleeps: list[float],
+) -> None:
     """No retry-after and remaining > 0: wait at least secondary_wait (GitHub: a minute); a wait
     that long is not slept inside the poll: the poll ends and the next one is deferred."""
-    import time
-
-    client, sleeps, _ = client_for(
+    client, _ = client_for(
         lambda r: httpx.Response(
             429, json={"message": "slow down"}, headers={"x-ratelimit-remaining": "100"}
         ),
@@ -166,7 +266,7 @@ def test_secondary_without_retry_after_backs_off_at_least_the_configured_wait() 
     assert client.budget.slowdown() == float("inf")
 
 
-def test_5xx_retries_are_bounded_with_backoff() -> None:
+def test_5xx_retries_are_bounded_with_backoff(sleeps: list[float]) -> None:
     """5xx is retried max_retries times with growing, jittered delays, then raised."""
     calls = []
 
@@ -174,29 +274,29 @@ def test_5xx_retries_are_bounded_with_backoff() -> None:
         calls.append(1)
         return httpx.Response(502)
 
-    client, sleeps, _ = client_for(handler, retries=3)
+    client, _ = client_for(handler, retries=3)
     with pytest.raises(ServerError):
         client.get_json("/x")
     assert len(calls) == 4
     assert len(sleeps) == 3 and sleeps[0] < sleeps[2]
-    assert all(0.25 <= s <= 3.0 for s in sleeps)
+    assert all(0.5 <= s <= 3.0 for s in sleeps)
 
 
-def test_transport_errors_and_timeouts_are_retried_then_raised() -> None:
+def test_transport_errors_and_timeouts_are_retried_then_raised(sleeps: list[float]) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)
 
-    client, sleeps, _ = client_for(handler, retries=2)
+    client, _ = client_for(handler, retries=2)
     with pytest.raises(TransportError):
         client.get_json("/x")
     assert len(sleeps) == 2
 
 
-def test_malformed_and_truncated_json_retried_then_raised() -> None:
+def test_malformed_and_truncated_json_retried_then_raised(sleeps: list[float]) -> None:
     bodies = iter([b"<html>", b'{"a": [1, 2', b'{"a": 1}'])
-    client, _, _ = client_for(lambda r: httpx.Response(200, content=next(bodies)), retries=2)
+    client, _ = client_for(lambda r: httpx.Response(200, content=next(bodies)), retries=2)
     assert client.get_json("/x") == {"a": 1}
-    client, _, _ = client_for(lambda r: httpx.Response(200, content=b"{"), retries=1)
+    client, _ = client_for(lambda r: httpx.Response(200, content=b"{"), retries=1)
     with pytest.raises(MalformedResponse):
         client.get_json("/x")
 
@@ -204,48 +304,36 @@ def test_malformed_and_truncated_json_retried_then_raised() -> None:
 def test_rate_headers_update_metrics_and_budget() -> None:
     """x-ratelimit-* headers of every response land in the gauges; the budget slows polling as
     remaining falls and stops below the reserve."""
-    client, _, telemetry = client_for(
+    reset = str(int(time.time()) + 1800)
+    client, telemetry = client_for(
         lambda r: httpx.Response(
             200,
             json={},
             headers={
                 "x-ratelimit-limit": "5000",
                 "x-ratelimit-remaining": "1000",
-                "x-ratelimit-reset": "9999999999",
+                "x-ratelimit-reset": reset,
                 "x-ratelimit-resource": "core",
             },
         )
     )
     client.get_json("/x")
-    assert telemetry.rate_remaining.labels("core")._value.get() == 1000
-    assert telemetry.rate_limit.labels("core")._value.get() == 5000
-    assert client.budget.slowdown(now=0) == pytest.approx(2.5)
+    gauge = telemetry.registry.get_sample_value
+    assert gauge("ci_pipeline_exporter_github_rate_limit_remaining", {"resource": "core"}) == 1000
+    assert gauge("ci_pipeline_exporter_github_rate_limit_limit", {"resource": "core"}) == 5000
+    assert client.budget.slowdown() == pytest.approx(2.5)
     budget = RateBudget(reserve=0.05)
-    budget.update(
-        httpx.Headers(
-            {
-                "x-ratelimit-limit": "5000",
-                "x-ratelimit-remaining": "4000",
-                "x-ratelimit-reset": "9999999999",
-            }
-        )
-    )
-    assert budget.slowdown(now=0) == 1.0
-    budget.update(
-        httpx.Headers(
-            {
-                "x-ratelimit-limit": "5000",
-                "x-ratelimit-remaining": "100",
-                "x-ratelimit-reset": "9999999999",
-            }
-        )
-    )
-    assert budget.slowdown(now=0) == float("inf")
+    limits = {"x-ratelimit-limit": "5000", "x-ratelimit-reset": reset}
+    budget.update(httpx.Headers({**limits, "x-ratelimit-remaining": "4000"}))
+    assert budget.slowdown() == 1.0
+    budget.update(httpx.Headers({**limits, "x-ratelimit-remaining": "100"}))
+    assert budget.slowdown() == float("inf")
 
 
 def test_401_retries_once_after_invalidating_auth() -> None:
-    statuses = iter([401, 200])
-    client, _, _ = client_for(
+    """A 401 mints a new token once (an App token may be revoked early); a second 401 is raised."""
+    statuses: Iterator[int] = iter([401, 200])
+    client, _ = client_for(
         lambda r: httpx.Response(next(statuses), content=json.dumps({}).encode())
     )
     assert client.get_json("/x") == {}

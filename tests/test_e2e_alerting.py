@@ -96,10 +96,10 @@ def test_regression_alert_reaches_alertmanager_and_every_panel_has_data(tmp_path
             assert annotations["summary"] == "CI pipeline acme/webapp CI (main) got slower"
             assert annotations["runbook_url"].endswith("#cipipelinedurationregression")
             assert annotations["dashboard_url"].endswith("/d/cipe-pipeline-vs-target")
-            # The CI job label arrives as exported_job, the target's job label stays.
+            # The CI job label is job_name; the target's job label stays.
             assert query(
                 prom,
-                'count(cicd_pipeline_task_run_duration_seconds_count{job="ci-pipeline-exporter", exported_job="test-suite"})',
+                'count(cicd_pipeline_task_run_duration_seconds_count{job="ci-pipeline-exporter", job_name="test-suite"})',
             )
             empty = []
             for path in sorted((GRAFANA / "dashboards").glob("*.json")):

@@ -39,7 +39,7 @@ def _check(exp: Exposition, truth: dict, repo: str = "acme/webapp") -> None:  # 
                 restore_seconds[log["job"]].append(restore["seconds"])
     assert builds, "the scenario has builds"
     for (job, backend), items in builds.items():
-        labels = {"repository": repo, "job": job, "cache_backend": backend}
+        labels = {"repository": repo, "job_name": job, "cache_backend": backend}
         for metric, key in (
             ("buildkit_build_duration_seconds", "duration_seconds"),
             ("buildkit_cache_import_seconds", "import_seconds"),
@@ -49,20 +49,20 @@ def _check(exp: Exposition, truth: dict, repo: str = "acme/webapp") -> None:  # 
             assert exp.total(f"{metric}_sum", **labels) == pytest.approx(
                 sum(b[key] for b in items), abs=0.01
             ), metric
-    assert exp.by("buildkit_steps_total", "job", "result") == {
+    assert exp.by("buildkit_steps_total", "job_name", "result") == {
         k: float(v) for k, v in steps.items() if v
     }
     for (job, stage, instruction), values in instructions.items():
-        labels = {"job": job, "stage": stage, "instruction": instruction}
+        labels = {"job_name": job, "stage": stage, "instruction": instruction}
         assert exp.total("buildkit_step_duration_seconds_count", **labels) == len(values)
         assert exp.total("buildkit_step_duration_seconds_sum", **labels) == pytest.approx(
             sum(values), abs=1e-6
         )
-    assert exp.by("github_actions_cache_restores_total", "job", "result") == {
+    assert exp.by("github_actions_cache_restores_total", "job_name", "result") == {
         k: float(v) for k, v in restores.items()
     }
     for job, values in restore_seconds.items():
-        assert exp.total("github_actions_cache_restore_seconds_sum", job=job) == pytest.approx(
+        assert exp.total("github_actions_cache_restore_seconds_sum", job_name=job) == pytest.approx(
             sum(values)
         )
     cache = truth["actions_cache"][repo]
@@ -110,8 +110,10 @@ def test_registry_cache_after_the_change(tmp_path: Path, env: dict[str, str]) ->
         assert exp.select("buildkit_cache_import_seconds_count", cache_backend="registry")
         assert not exp.select("buildkit_cache_import_seconds_count", cache_backend="gha")
         assert exp.total("github_actions_cache_entries_bytes", kind="buildkit") == 0
-        cached = exp.total("buildkit_steps_total", job="build-docker-image", result="cached")
-        executed = exp.total("buildkit_steps_total", job="build-docker-image", result="executed")
+        cached = exp.total("buildkit_steps_total", job_name="build-docker-image", result="cached")
+        executed = exp.total(
+            "buildkit_steps_total", job_name="build-docker-image", result="executed"
+        )
         assert cached / (cached + executed) > 0.5  # the seed's share is 4/9
 
 

@@ -133,7 +133,7 @@ def regressions() -> dict[str, Any]:
     job_labels = {
         "workflow": "CI",
         "branch": "main",
-        "exported_job": "test-suite",
+        "job_name": "test-suite",
         "result": "success",
         "runner": "ubuntu-latest",
     }
@@ -167,7 +167,7 @@ def regressions() -> dict[str, Any]:
                 "exp_alerts": [
                     _expected(
                         "CIJobDurationRegression",
-                        {"repository": "fires", **keys, "exported_job": "test-suite"},
+                        {"repository": "fires", **keys, "job_name": "test-suite"},
                     )
                 ],
             },
@@ -182,19 +182,19 @@ def small_alerts() -> dict[str, Any]:
     # Queue p90: 10 waits in (120, 300] fire; 9 within 120 and 1 above: p90 exactly 120, silent.
     series += histogram(
         queue,
-        {"repository": "r", "exported_job": "slow", **qlabels},
+        {"repository": "r", "job_name": "slow", **qlabels},
         {"60": "0x5 0x100", "120": "0x5 0x100", "300": "0x5 10x100", "+Inf": "0x5 10x100"},
         "0x5 10x100",
     )
     series += histogram(
         queue,
-        {"repository": "r", "exported_job": "edge", **qlabels},
+        {"repository": "r", "job_name": "edge", **qlabels},
         {"60": "0x5 0x100", "120": "0x5 9x100", "300": "0x5 10x100", "+Inf": "0x5 10x100"},
         "0x5 10x100",
     )
     # Cache hit ratio over 6h: 4 cached / 6 executed fires; 5 / 5 (exactly 0.5) silent.
     for jobname, (cached, executed) in {"low": (4, 6), "half": (5, 5)}.items():
-        labels = {"repository": "r", "workflow": "CI", "exported_job": jobname}
+        labels = {"repository": "r", "workflow": "CI", "job_name": jobname}
         series.append(
             _series("buildkit_steps_total", {**labels, "result": "cached"}, f"0x5 {cached}x100")
         )
@@ -245,7 +245,7 @@ def small_alerts() -> dict[str, Any]:
                 "exp_alerts": [
                     _expected(
                         "CIJobQueueTimeHigh",
-                        {"repository": "r", "workflow": "CI", "exported_job": "slow"},
+                        {"repository": "r", "workflow": "CI", "job_name": "slow"},
                     )
                 ],
             },
@@ -255,7 +255,7 @@ def small_alerts() -> dict[str, Any]:
                 "exp_alerts": [
                     _expected(
                         "CIBuildCacheHitRatioLow",
-                        {"repository": "r", "workflow": "CI", "exported_job": "low"},
+                        {"repository": "r", "workflow": "CI", "job_name": "low"},
                     )
                 ],
             },

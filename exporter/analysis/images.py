@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.payloads.registry import Manifest
+
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,60 +49,42 @@ class PlatformImage:
         )
 
 
-def media_type(manifest: dict[str, Any], header: str | None) -> str:
-    declared = manifest.get("mediaType")
-    if isinstance(declared, str) and declared:
-        return declared
+def media_type(manifest: Manifest, header: str | None) -> str:
+    if manifest.media_type:
+        return manifest.media_type
     return (header or "").split(";")[0].strip()
 
 
-def is_index(manifest: dict[str, Any], header: str | None) -> bool:
+def is_index(manifest: Manifest, header: str | None) -> bool:
     kind = media_type(manifest, header)
-    return kind in INDEX_TYPES or (not kind and isinstance(manifest.get("manifests"), list))
+    return kind in INDEX_TYPES or (not kind and manifest.manifests is not None)
 
 
-def platform_name(platform: object) -> str:
-    if not isinstance(platform, dict):
-        return "unknown/unknown"
-    name = f"{platform.get('os', 'unknown')}/{platform.get('architecture', 'unknown')}"
-    return f"{name}/{platform['variant']}" if platform.get("variant") else name
-
-
-def platform_entries(index: dict[str, Any]) -> list[tuple[str, str]]:
+def platform_entries(index: Manifest) -> list[tuple[str, str]]:
     """(platform, digest) of each real image in an index; buildx attestation manifests
     (unknown/unknown, vnd.docker.reference.type=attestation-manifest) are skipped."""
-    entries = index.get("manifests")
-    if not isinstance(entries, list):
+    if index.manifests is None:
         raise ManifestError("index without a manifests list")
     found = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
-            raise ManifestError("index entry without a digest")
-        annotations = entry.get("annotations") or {}
-        if (
-            isinstance(annotations, dict)
-            and annotations.get("vnd.docker.reference.type") == "attestation-manifest"
-        ):
+    for entry in index.manifests:
+        if entry.annotations.get("vnd.docker.reference.type") == "attestation-manifest":
             continue
-        name = platform_name(entry.get("platform"))
+        name = entry.platform.name if entry.platform is not None else "unknown/unknown"
         if name.startswith("unknown/unknown"):
             continue
-        found.append((name, entry["digest"]))
+        found.append((name, entry.digest))
     return found
 
 
-def image_size(manifest: dict[str, Any], platform: str, digest: str) -> PlatformImage:
+def image_size(manifest: Manifest, platform: str, digest: str) -> PlatformImage:
     """size = config.size + Σ layers[].size (compressed, as pushed)."""
-    config, layers = manifest.get("config"), manifest.get("layers")
-    if not isinstance(config, dict) or not isinstance(layers, list):
+    if manifest.config is None or manifest.layers is None:
         raise ManifestError("image manifest without config and layers")
     blobs: dict[str, int] = {}
-    for blob in [config, *layers]:
-        if not isinstance(blob, dict) or not isinstance(blob.get("size"), int) or blob["size"] < 0:
-            raise ManifestError("blob descriptor without a size")
-        blobs[str(blob.get("digest"))] = blob["size"]
-    size = int(config["size"]) + sum(int(layer["size"]) for layer in layers)
-    return PlatformImage(platform, digest, size, len(layers), blobs)
+    for blob in [manifest.config, *manifest.layers]:
+        blobs[blob.digest] = blob.size
+    size = manifest.config.size + sum(layer.size for layer in manifest.layers)
+    return PlatformImage(platform, digest, size, len(manifest.layers), blobs)
 
 
 def set_sizes(images: Iterable[PlatformImage]) -> tuple[int, int]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from exporter.analysis.results import map_result
 from exporter.analysis.workflow import WorkflowGraph
-from exporter.timeutil import parse_timestamp
+from exporter.payloads.github import Job, Step, WorkflowRun
 
 ACTIVE_STATES = {
     "queued": "pending",
@@ -74,57 +74,50 @@ class RunFacts:
     jobs: tuple[JobFacts, ...]
     critical_path: tuple[JobFacts, ...] = field(default=())
     critical_path_source: Literal["needs", "timestamps", "none"] = "none"
+    head_sha: str = ""
+    # When this attempt started (its first job, else run_started_at): re-runs keep created_at.
+    started_at: float | None = None
 
     @property
     def critical_path_seconds(self) -> float:
         return sum(job.seconds for job in self.critical_path)
 
 
-def runner_label(labels: object) -> str:
-    if not isinstance(labels, list):
-        return ""
-    return ",".join(sorted(str(label) for label in labels))
+def runner_label(labels: Sequence[str]) -> str:
+    return ",".join(sorted(labels))
 
 
-def _int(value: object, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def job_facts(job: dict[str, Any]) -> JobFacts:
-    if job.get("status") != "completed":
-        raise IncompleteError(f"job {job.get('id')} is {job.get('status')}")
-    steps = []
-    for step in job.get("steps") or ():
-        if not isinstance(step, dict):
-            continue
-        started = parse_timestamp(step.get("started_at"))
-        completed = parse_timestamp(step.get("completed_at"))
-        seconds = (
-            max(0.0, completed - started) if started is not None and completed is not None else 0.0
-        )
-        steps.append(
-            StepFacts(
-                name=str(step.get("name") or ""),
-                number=_int(step.get("number")),
-                result=map_result(step.get("conclusion")),
-                seconds=seconds,
-                started_at=started,
-                completed_at=completed,
-            )
-        )
-    return JobFacts(
-        id=_int(job.get("id")),
-        name=str(job.get("name") or ""),
-        result=map_result(job.get("conclusion")),
-        runner=runner_label(job.get("labels")),
-        created_at=parse_timestamp(job.get("created_at")),
-        started_at=parse_timestamp(job.get("started_at")),
-        completed_at=parse_timestamp(job.get("completed_at")),
-        steps=tuple(steps),
+def step_facts(step: Step) -> StepFacts:
+    started, completed = step.started_at, step.completed_at
+    seconds = (
+        max(0.0, completed - started) if started is not None and completed is not None else 0.0
+    )
+    return StepFacts(
+        name=step.name,
+        number=step.number,
+        result=map_result(step.conclusion),
+        seconds=seconds,
+        started_at=started,
+        completed_at=completed,
     )
 
 
-def wall_time(run: dict[str, Any], jobs: Sequence[JobFacts]) -> tuple[float, float]:
+def job_facts(job: Job) -> JobFacts:
+    if job.status != "completed":
+        raise IncompleteError(f"job {job.id} is {job.status}")
+    return JobFacts(
+        id=job.id,
+        name=job.name,
+        result=map_result(job.conclusion),
+        runner=runner_label(job.labels),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.completed_at,
+        steps=tuple(step_facts(step) for step in job.steps),
+    )
+
+
+def wall_time(run: WorkflowRun, jobs: Sequence[JobFacts]) -> tuple[float, float]:
     """(seconds, completed_at): first job start to last job completion. Skipped jobs count only
     when nothing else ran; without jobs, run_started_at to updated_at."""
     ran = [j for j in jobs if j.result != "skip"] or list(jobs)
@@ -132,10 +125,10 @@ def wall_time(run: dict[str, Any], jobs: Sequence[JobFacts]) -> tuple[float, flo
     ends = [j.completed_at for j in ran if j.completed_at is not None]
     if starts and ends:
         return max(0.0, max(ends) - min(starts)), max(ends)
-    started = parse_timestamp(run.get("run_started_at")) or parse_timestamp(run.get("created_at"))
-    updated = parse_timestamp(run.get("updated_at"))
+    started = run.run_started_at or run.created_at
+    updated = run.updated_at
     if started is None or updated is None:
-        raise IncompleteError(f"run {run.get('id')} has no usable timestamps")
+        raise IncompleteError(f"run {run.id} has no usable timestamps")
     return max(0.0, updated - started), updated
 
 
@@ -204,17 +197,17 @@ def critical_path_from_timestamps(
 
 def run_facts(
     repository: str,
-    run: dict[str, Any],
-    jobs_payload: Sequence[dict[str, Any]],
+    run: WorkflowRun,
+    jobs_payload: Sequence[Job],
     graph: WorkflowGraph | None = None,
 ) -> RunFacts:
     """Facts of one completed run attempt with its jobs; raises IncompleteError when the attempt
     or any of its jobs is not completed yet (it will be observed on a later poll)."""
-    if run.get("status") != "completed":
-        raise IncompleteError(f"run {run.get('id')} is {run.get('status')}")
+    if run.status != "completed":
+        raise IncompleteError(f"run {run.id} is {run.status}")
     jobs = tuple(job_facts(job) for job in jobs_payload)
     seconds, completed_at = wall_time(run, jobs)
-    created = parse_timestamp(run.get("created_at")) or completed_at
+    created = run.created_at or completed_at
     path: tuple[JobFacts, ...] | None = None
     source: Literal["needs", "timestamps", "none"] = "none"
     if graph is not None:
@@ -228,16 +221,18 @@ def run_facts(
         source = "none"
     return RunFacts(
         repository=repository,
-        run_id=_int(run.get("id")),
-        attempt=_int(run.get("run_attempt"), 1) or 1,
-        workflow=str(run.get("name") or ""),
-        branch=str(run.get("head_branch") or ""),
-        event=str(run.get("event") or ""),
-        result=map_result(run.get("conclusion")),
+        run_id=run.id,
+        attempt=run.run_attempt,
+        workflow=run.workflow,
+        branch=run.head_branch or "",
+        event=run.event or "",
+        result=map_result(run.conclusion),
         created_at=created,
         completed_at=completed_at,
         seconds=seconds,
         jobs=jobs,
         critical_path=path,
         critical_path_source=source,
+        head_sha=run.head_sha or "",
+        started_at=completed_at - seconds,
     )

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request (a cut download, a closed keep-alive) is normal."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
 
 
 class LoopbackServer:
     def __init__(
         self, handler: type[BaseHTTPRequestHandler], host: str, port: int, name: str
     ) -> None:
-        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server = _Server((host, port), handler)
         # Daemon request threads: a stop never waits for a client's idle keep-alive connection.
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)

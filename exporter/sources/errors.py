@@ -41,3 +41,28 @@ class NotFound(SourceError):
 
 class ClientError(SourceError):
     reason = "http_4xx"
+
+
+class TooLarge(SourceError):
+    """A body over its size cap (API page, manifest, log, artifact)."""
+
+    reason = "too_large"
+
+
+class RedirectRefused(SourceError):
+    """A redirect to a scheme or host the exporter does not fetch (file://, ftp://, plain http to
+    a non-loopback host), or too many redirects."""
+
+    reason = "redirect_refused"
+
+
+class Expired(SourceError):
+    """A signed download link that was refused (they live about a minute)."""
+
+    reason = "expired"
+
+
+class Stopping(SourceError):
+    """The exporter is shutting down: the poll ends without further requests."""
+
+    reason = "stopping"

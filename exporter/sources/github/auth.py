@@ -16,6 +16,9 @@ from exporter.logging import SECRETS
 from exporter.sources.errors import AuthError, TransportError
 from exporter.timeutil import parse_timestamp
 
+# The REST API version every request asks for (X-GitHub-Api-Version).
+API_VERSION = "2022-11-28"
+
 
 class Auth(Protocol):
     identity: str
@@ -62,7 +65,6 @@ class AppAuth:
         self._expires = 0.0
         self._lock = threading.Lock()
         self.identity = f"app:{app_id}:{installation_id}"
-        self.tokens_minted = 0
 
     def app_jwt(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -90,7 +92,7 @@ class AppAuth:
                 headers={
                     "Authorization": f"Bearer {self.app_jwt()}",
                     "Accept": "application/vnd.github+json",
-                    "X-GitHub-Api-Version": "2022-11-28",
+                    "X-GitHub-Api-Version": API_VERSION,
                 },
             )
         except httpx.TransportError as exc:
@@ -108,7 +110,6 @@ class AppAuth:
         SECRETS.add(token)
         self._token = token
         self._expires = parse_timestamp(body.get("expires_at")) or (time.time() + 3600)
-        self.tokens_minted += 1
 
 
 def read_private_key(path: str) -> str:

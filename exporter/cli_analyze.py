@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from exporter.analysis.build_log import analyze_job_log
 from exporter.analysis.buildkit import BuildSummary
-from exporter.analysis.joblog_facts import analyze_job_log
 from exporter.analysis.junit import RESULTS, JUnitError, Report, parse_junit, parse_zip
 
 
@@ -129,21 +129,22 @@ def run_image(
     ref: str, as_json: bool, username: str | None, password: str | None, out: TextIO = sys.stdout
 ) -> int:
     """One image reference → per-platform compressed size, layers and digest (exit 1 if unreadable)."""
-    import httpx
-
     from exporter.sources.errors import SourceError
-    from exporter.sources.registry import RegistryClient, parse_reference
+    from exporter.sources.http import RetryPolicy, make_client
+    from exporter.sources.registry.client import RegistryClient, parse_reference
 
     try:
         base, name, reference = parse_reference(ref)
     except ValueError as exc:
         print(f"ci-pipeline-exporter: {exc}", file=sys.stderr)
         return 2
-    with httpx.Client(timeout=30.0) as http:
-        client = RegistryClient(base, http, username=username, password=password, max_retries=2)
+    with make_client(30.0) as http:
+        client = RegistryClient(
+            base, http, username=username, password=password, retry=RetryPolicy(max_retries=2)
+        )
         try:
             head = client.head(name, reference)
-            platforms = client.platforms(name, head.digest or reference)
+            platforms = client.platforms(name, head.digest or reference).images
         except SourceError as exc:
             print(f"ci-pipeline-exporter: {ref}: {exc}", file=sys.stderr)
             return 1

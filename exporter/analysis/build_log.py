@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from exporter.analysis.actions_cache import CacheRestore, CacheRestoreDetector
 from exporter.analysis.buildkit import BuildKitParser, BuildSummary
-from exporter.analysis.joblog import StepWindow, parse_log_lines
+from exporter.analysis.log_lines import StepWindow, parse_log_lines
 
 # Builds kept per log: a real job runs a handful; a hostile or looping log can't grow memory.
 MAX_BUILDS = 100

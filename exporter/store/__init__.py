@@ -1,0 +1,214 @@
+"""The state store, split by concern behind one commit: observed ids (exactly once), the metric
+aggregates, pending enrichment tasks, typed per-source records and the HTTP cache.
+
+`commit(unit)` applies a unit of observations atomically with the ids that mark it observed and
+the tasks it starts or finishes: a crash keeps all of it or none, and a unit seen before applies
+nothing — not even the exporter's own fold counters.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.logging import get_logger
+from exporter.observations import Labels, Task, Unit
+from exporter.store.aggregates import LAYOUTS, Aggregates, Plan, labels_json, series_row
+from exporter.store.db import SCHEMA_VERSION, Database, OnDamage, StateError, StateWriteError
+from exporter.store.http_cache import HttpCache
+from exporter.store.records import SourceRecords, StateRecord
+
+log = get_logger(__name__)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PendingTask",
+    "StateError",
+    "StateRecord",
+    "StateWriteError",
+    "Store",
+]
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    task: Task
+    tries: int
+
+
+class Store:
+    """Thread-safe; commits are serialised."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        max_series_per_metric: int = 5000,
+        *,
+        on_damage: OnDamage = "rebuild",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = str(path)
+        self.clock = clock
+        self._lock = threading.RLock()
+        self.db = Database(self.path, on_damage)
+        self.records = SourceRecords(self.db)
+        self.http_cache = HttpCache(self.db)
+        self.aggregates = Aggregates(max_series_per_metric)
+        self._observed: set[tuple[str, str]] = {
+            (str(kind), str(key)) for kind, key in self.db.read("SELECT kind, key FROM observed")
+        }
+        self._pending: dict[tuple[str, str], PendingTask] = {}
+        for kind, key, source, data, tries in self.db.read(
+            "SELECT kind, key, source, data, tries FROM pending"
+        ):
+            task = Task(str(kind), str(key), str(source), json.loads(str(data)))
+            self._pending[(task.kind, task.key)] = PendingTask(task, int(tries))  # type: ignore[call-overload]
+        self._load_series()
+
+    def _load_series(self) -> None:
+        stored = {str(m): str(s) for m, s in self.db.read("SELECT metric, signature FROM layouts")}
+        changed = [name for name, layout in LAYOUTS.items() if stored.get(name) != layout.signature]
+        if changed:
+            # Bucket layouts changed with this version: those histograms restart from zero.
+            def relayout(db: sqlite3.Connection) -> None:
+                for name in changed:
+                    if name in stored:
+                        db.execute("DELETE FROM series WHERE metric = ?", (name,))
+                    db.execute(
+                        "INSERT OR REPLACE INTO layouts VALUES (?, ?)",
+                        (name, LAYOUTS[name].signature),
+                    )
+
+            self.db.run(relayout)
+            restarted = sorted(set(changed) & set(stored))
+            if restarted:
+                log.warning("histogram layouts changed; these restart", metrics=restarted)
+        self.aggregates.load(
+            self.db.read(  # type: ignore[arg-type]
+                "SELECT metric, labels, value, sum, count, slots, at, updated FROM series"
+            )
+        )
+
+    # -- commit ---------------------------------------------------------------------------------------
+    def commit(self, unit: Unit) -> bool:
+        """Apply the unit; False when it was applied before (or its task is no longer pending)."""
+        now = self.clock()
+        with self._lock:
+            if any(key in self._observed for key in unit.keys):
+                return False
+            if any(key not in self._pending for key in unit.done):
+                return False
+            plan = self.aggregates.plan(unit, now)
+            self.db.run(lambda db: self._write(db, unit, plan, now))
+            self._observed.update(unit.keys)
+            for key in unit.done:
+                del self._pending[key]
+            for task in unit.enqueue:
+                self._pending.setdefault((task.kind, task.key), PendingTask(task, 0))
+            self.aggregates.apply(plan)
+            return True
+
+    @staticmethod
+    def _write(db: sqlite3.Connection, unit: Unit, plan: Plan, now: float) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO observed (kind, key, source, at) VALUES (?, ?, ?, ?)",
+            [(kind, key, unit.source, now) for kind, key in unit.keys],
+        )
+        db.executemany(
+            "DELETE FROM series WHERE metric = ? AND labels = ?",
+            [(metric, labels_json(labels)) for metric, labels in plan.deleted],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [series_row(metric, labels, s) for (metric, labels), s in plan.changed.items()],
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO pending (kind, key, source, data, tries, created) "
+            "VALUES (?, ?, ?, ?, 0, ?)",
+            [(t.kind, t.key, t.source, json.dumps(dict(t.data)), now) for t in unit.enqueue],
+        )
+        db.executemany("DELETE FROM pending WHERE kind = ? AND key = ?", list(unit.done))
+
+    def is_observed(self, kind: str, key: str) -> bool:
+        with self._lock:
+            return (kind, key) in self._observed
+
+    # -- pending tasks ------------------------------------------------------------------------------
+    def pending(self, source: str, kind: str | None = None) -> list[PendingTask]:
+        with self._lock:
+            return [
+                p
+                for p in self._pending.values()
+                if p.task.source == source and (kind is None or p.task.kind == kind)
+            ]
+
+    def task_failed(self, task: Task) -> int:
+        """Count a failed try of a pending task; returns the tries so far."""
+        key = (task.kind, task.key)
+        with self._lock:
+            current = self._pending.get(key)
+            if current is None:
+                return 0
+            tries = current.tries + 1
+            self.db.run(
+                lambda db: db.execute(
+                    "UPDATE pending SET tries = ? WHERE kind = ? AND key = ?", (tries, *key)
+                )
+            )
+            self._pending[key] = PendingTask(current.task, tries)
+            return tries
+
+    # -- housekeeping ----------------------------------------------------------------------------------
+    def prune(self, before: float) -> int:
+        """Forget observed ids and cached responses not used since `before`: they are outside every
+        window a poller reads again."""
+        with self._lock:
+            old = {
+                (str(kind), str(key))
+                for kind, key in self.db.read(
+                    "SELECT kind, key FROM observed WHERE at < ?", (before,)
+                )
+            }
+            if old:
+                self.db.run(lambda db: db.execute("DELETE FROM observed WHERE at < ?", (before,)))
+                self._observed -= old
+            self.http_cache.prune(before)
+            return len(old)
+
+    def remove_series(self, keep: Callable[[str, Labels], bool]) -> dict[str, int]:
+        """Delete every series `keep` rejects, from memory and from the file."""
+        with self._lock:
+            doomed = [
+                (metric, labels)
+                for metric, labels, _ in self.aggregates.items()
+                if not keep(metric, labels)
+            ]
+            if not doomed:
+                return {}
+            self.db.run(
+                lambda db: db.executemany(
+                    "DELETE FROM series WHERE metric = ? AND labels = ?",
+                    [(metric, labels_json(labels)) for metric, labels in doomed],
+                )
+            )
+            return self.aggregates.remove(doomed)
+
+    @contextmanager
+    def reading(self) -> Iterator[Aggregates]:
+        """The aggregates, with commits held off while the block renders them."""
+        with self._lock:
+            yield self.aggregates
+
+    def schema_version(self) -> int:
+        return self.db.schema_version()
+
+    def close(self) -> None:
+        """Waits for the commit in progress, then closes."""
+        with self._lock:
+            self.db.close()

@@ -1,0 +1,181 @@
+"""The SQLite file: opening it (or refusing it, or moving a damaged one aside), migrations, and
+writes that survive a full or read-only disk: a failed write changes nothing and the next one is
+tried afresh, so the exporter recovers once the disk is fixed, without a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+from exporter.logging import get_logger
+from exporter.store.migrations import MIGRATIONS
+
+log = get_logger(__name__)
+SCHEMA_VERSION = len(MIGRATIONS)
+OnDamage = Literal["rebuild", "refuse"]
+
+
+class StateError(Exception):
+    """The state file can't be used at start (one line for the operator; exit 2)."""
+
+
+class StateWriteError(Exception):
+    """A write to the state store failed (disk full, read-only, I/O); nothing of it was applied."""
+
+    reason = "state_write"
+
+
+class _Damaged(Exception):
+    pass
+
+
+class Database:
+    """One connection, serialised by the store's lock. `rebuilt` says whether a damaged file was
+    moved aside at start (to `<path>.damaged-<time>`, kept for inspection)."""
+
+    def __init__(self, path: str, on_damage: OnDamage = "rebuild") -> None:
+        self.path = path
+        self.rebuilt: str | None = None
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._reopen = False
+        try:
+            self._db = self._open_checked()
+        except _Damaged as exc:
+            if on_damage == "refuse":
+                raise StateError(f"state.path: {path} is damaged ({exc}); move it away") from None
+            self.rebuilt = self._move_aside()
+            log.error(
+                "state file damaged: moved aside, rebuilding from the lookback window",
+                path=path,
+                kept_as=self.rebuilt,
+                error=str(exc),
+            )
+            self._db = self._open_checked()
+
+    # -- opening ----------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        if self.path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _open_checked(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            file = Path(self.path)
+            if file.is_dir():
+                raise StateError(f"state.path: {self.path} is a directory, not a file")
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(
+                    f"state.path: cannot create {file.parent}: {exc.strerror}"
+                ) from None
+            if file.exists() and file.stat().st_size == 0:
+                raise _Damaged("the file is empty: its state was lost")
+        try:
+            db = self._connect()
+            status = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if status != "ok":
+                db.close()
+                raise _Damaged(f"integrity check: {status}")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            if _is_write_problem(exc):
+                raise StateError(f"state.path: {self.path}: {exc}") from None
+            raise _Damaged(str(exc)) from None
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StateError(
+                f"state.path: {self.path} has schema version {version}, newer than this "
+                f"exporter's {SCHEMA_VERSION}; use a newer exporter or another state.path"
+            )
+        self._migrate(db, version)
+        return db
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        for target in range(version, SCHEMA_VERSION):
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                MIGRATIONS[target](db)
+                db.execute(f"PRAGMA user_version = {target + 1}")
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                db.close()
+                raise StateError(
+                    f"state.path: {self.path}: migrating to schema {target + 1} failed: {exc}"
+                ) from None
+
+    def _move_aside(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = f"{self.path}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(self.path + suffix)
+            if source.exists():
+                source.rename(target + suffix)
+        return target
+
+    # -- use ----------------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateWriteError("the state store is closed")
+        if self._reopen:
+            # A read-only file stays read-only for its connection: open again after a failure.
+            self._db.close()
+            self._db = self._connect()
+            self._reopen = False
+        return self._db
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; on any failure nothing is kept and StateWriteError is raised."""
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self._reopen = True
+                raise StateWriteError(f"state write failed: {exc}") from None
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return list(self._conn().execute(sql, params).fetchall())
+
+    def run(self, action: Callable[[sqlite3.Connection], object]) -> None:
+        with self.write() as db:
+            action(db)
+
+    def schema_version(self) -> int:
+        version = self.read("PRAGMA user_version")[0][0]
+        assert isinstance(version, int)
+        return version
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def _is_write_problem(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return any(
+        marker in text for marker in ("readonly", "read-only", "disk is full", "unable to open")
+    )
