@@ -26,7 +26,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
+# Real payloads, logs and reports the tests read (tests/fixtures/README.md says where each came from).
+REFERENCE = ROOT / "tests" / "fixtures"
 TOKEN = "ghp_TESTTOKENabcdefghijklmnopqrstuvwxyz0123"
 
 RESULT = {
