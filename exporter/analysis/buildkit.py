@@ -4,7 +4,7 @@ and export seconds, Dockerfile steps cached/executed/errored/canceled and per-in
 Pure and streaming: `BuildKitParser.feed(text, ts, step)` per line, `finish()` at the end; memory
 is bounded by the vertices of the build in progress, never by the log's length. Lines may carry
 other prefixes (a CI's clock, GitHub's timestamp already stripped by the job-log reader).
-Grammar: moby/buildkit util/progress/progressui/printer.go (see DATASOURCES.md §3)."""
+Grammar: moby/buildkit util/progress/progressui/printer.go; samples: tests/fixtures/buildkit-logs."""
 
 from __future__ import annotations
 

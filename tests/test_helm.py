@@ -1,0 +1,435 @@
+"""The Helm chart rendered by real helm (pinned, installed by .ci/install-helm) and checked the way
+a cluster would: `helm lint --strict`, every rendered object against the Kubernetes schemas of the
+oldest and newest version the chart declares (kubernetes-validate, strict) or, for the
+prometheus-operator kinds, against the CRD fields the chart uses; the rendered config through
+check-config, the rendered rules through promtool and against grafana/alerts, the rendered
+dashboards against grafana/dashboards; bad values and broken templates refused."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import kubernetes_validate.utils
+import pytest
+import yaml
+
+from tests.helpers import REFERENCE, ROOT, require_binary, run_cli
+
+CHART = ROOT / "helm" / "ci-pipeline-exporter"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+BAD_VALUES = sorted((REFERENCE / "helm-bad-values").glob("*.yaml"))
+OPERATOR_SCHEMAS = {
+    "ServiceMonitor": REFERENCE / "prometheus-operator" / "servicemonitor-v1.json",
+    "PrometheusRule": REFERENCE / "prometheus-operator" / "prometheusrule-v1.json",
+}
+RELEASE = "cipe"
+NAMESPACE = "monitoring"
+
+
+def declared_kubernetes_versions() -> tuple[str, str]:
+    """The oldest and the newest Kubernetes the chart declares (`kubeVersion`) that
+    kubernetes-validate has schemas for; the oldest must be the chart's floor itself."""
+    declared = str(yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"])
+    match = re.fullmatch(
+        r">=\s*(\d+)\.(\d+)\.\d+(?:-0)?(?:\s*,?\s*<\s*(\d+)\.(\d+)\.\d+(?:-0)?)?", declared.strip()
+    )
+    assert match, f"kubeVersion {declared!r}: expected '>=X.Y.Z-0', optionally '<X.Y.Z-0'"
+    floor = (int(match[1]), int(match[2]))
+    ceiling = (int(match[3]), int(match[4])) if match[3] else None
+    known = {
+        tuple(int(p) for p in v.split(".")[:2]) for v in kubernetes_validate.utils.all_versions()
+    }
+    within = sorted(v for v in known if v >= floor and (ceiling is None or v < ceiling))
+    assert within and within[0] == floor, (
+        f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for {declared}"
+    )
+    return f"{floor[0]}.{floor[1]}.0", f"{within[-1][0]}.{within[-1][1]}.0"
+
+
+OLDEST, NEWEST = declared_kubernetes_versions()
+
+
+@pytest.fixture(scope="module")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """helm with its own empty config, cache and data folders (no repositories, no plugins)."""
+    home = tmp_path_factory.mktemp("helm-home")
+    return {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+
+Helm = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def helm(helm_env: dict[str, str]) -> Helm:
+    binary = require_binary("helm")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [binary, *args], capture_output=True, text=True, env=helm_env, timeout=120
+        )
+
+    return run
+
+
+@dataclass(frozen=True)
+class Rendered:
+    objects: list[dict[str, Any]]
+    templates: frozenset[str]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        (obj,) = self.of_kind(kind)
+        return obj
+
+
+def template(helm: Helm, chart: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, *args)
+
+
+@pytest.fixture(scope="module")
+def render(helm: Helm) -> Callable[[Path, str], Rendered]:
+    """`helm template` of the chart with a values file for a Kubernetes version, once each."""
+    done: dict[tuple[Path, str], Rendered] = {}
+
+    def run(values: Path, kube_version: str = NEWEST) -> Rendered:
+        if (values, kube_version) not in done:
+            result = template(helm, CHART, "-f", str(values), "--kube-version", kube_version)
+            assert result.returncode == 0, result.stderr
+            done[values, kube_version] = Rendered(
+                objects=[o for o in yaml.safe_load_all(result.stdout) if o],
+                templates=frozenset(
+                    re.findall(r"^# Source: [^/]+/(templates/\S+)$", result.stdout, re.M)
+                ),
+            )
+        return done[values, kube_version]
+
+    return run
+
+
+@cache
+def _operator_validator(kind: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads(OPERATOR_SCHEMAS[kind].read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validation_errors(obj: dict[str, Any], kube_version: str) -> list[str]:
+    """Why the object would be refused: Kubernetes' own kinds by kubernetes-validate --strict for
+    that version, the prometheus-operator kinds by the CRD fields the chart uses."""
+    name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+    if str(obj.get("apiVersion", "")).startswith("monitoring.coreos.com/"):
+        if obj.get("kind") not in OPERATOR_SCHEMAS:
+            return [f"{name}: no schema for this prometheus-operator kind"]
+        errors = _operator_validator(obj["kind"]).iter_errors(obj)
+        return [f"{name}: {e.json_path}: {e.message}" for e in errors]
+    try:
+        kubernetes_validate.validate(obj, kube_version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        path = ".".join(str(part) for part in error.path)
+        return [f"{name} ({kube_version}): {path}: {error.message}"]
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return [f"{name}: {error.message}"]
+    return []
+
+
+def ids(paths: list[Path]) -> list[str]:
+    return [p.stem for p in paths]
+
+
+# --- the chart as shipped ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
+def test_helm_lint_strict(helm: Helm, values: Path) -> None:
+    result = helm("lint", "--strict", str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("kube_version", [OLDEST, NEWEST])
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
+def test_rendered_objects_validate_strictly(
+    render: Callable[[Path, str], Rendered], values: Path, kube_version: str
+) -> None:
+    rendered = render(values, kube_version)
+    assert {"StatefulSet", "Service", "ConfigMap"} <= {o["kind"] for o in rendered.objects}
+    errors = [e for obj in rendered.objects for e in validation_errors(obj, kube_version)]
+    assert errors == [], "\n".join(errors)
+
+
+def test_the_ci_values_render_every_template(render: Callable[[Path, str], Rendered]) -> None:
+    """Between them, the files in ci/ make every template produce an object, so each is checked."""
+    rendered = set().union(*(render(values, NEWEST).templates for values in CI_VALUES))
+    templates = {f"templates/{p.name}" for p in (CHART / "templates").glob("*.yaml")}
+    assert templates - rendered == set()
+
+
+def test_the_full_values_render_each_optional_object(
+    render: Callable[[Path, str], Rendered],
+) -> None:
+    rendered = render(CHART / "ci" / "full-values.yaml", NEWEST)
+    kinds = sorted(o["kind"] for o in rendered.objects)
+    dashboards = len(list((ROOT / "grafana" / "dashboards").glob("*.json")))
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            *["ConfigMap"] * dashboards,
+            "NetworkPolicy",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+            "StatefulSet",
+        ]
+    )
+
+
+def test_kubernetes_below_the_declared_floor_is_refused(helm: Helm) -> None:
+    major, minor, _ = OLDEST.split(".")
+    older = f"{major}.{int(minor) - 1}.0"
+    result = template(helm, CHART, "--kube-version", older)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr, result.stderr
+
+
+def _pod_environment(statefulset: dict[str, Any]) -> dict[str, str]:
+    """The exporter container's environment as the pod of the last shard would have it; values
+    from Secrets become placeholders."""
+    replicas = int(statefulset["spec"]["replicas"])
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        elif "pod-index" in json.dumps(item.get("valueFrom", {})):
+            env[item["name"]] = str(replicas - 1)
+        else:
+            env[item["name"]] = "x" * 40
+    return env
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
+def test_rendered_config_passes_check_config(
+    render: Callable[[Path, str], Rendered], values: Path, tmp_path: Path
+) -> None:
+    """The ConfigMap's config.yaml, with the environment the StatefulSet gives the pod (sharding,
+    the token), is a valid exporter config."""
+    rendered = render(values, NEWEST)
+    (configmap,) = [c for c in rendered.of_kind("ConfigMap") if "config.yaml" in c["data"]]
+    config = tmp_path / "config.yaml"
+    config.write_text(configmap["data"]["config.yaml"])
+    pod_env = _pod_environment(rendered.one("StatefulSet"))
+    assert pod_env["CIPE_SHARDING__TOTAL"] == str(rendered.one("StatefulSet")["spec"]["replicas"])
+    result = run_cli("check-config", str(config), env=pod_env)
+    assert result.returncode == 0, result.stderr
+    effective = yaml.safe_load(result.stdout)
+    assert effective["sharding"]["total"] == int(pod_env["CIPE_SHARDING__TOTAL"])
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
+def test_the_pod_finds_its_config_state_port_and_key(
+    render: Callable[[Path, str], Rendered], values: Path
+) -> None:
+    """The StatefulSet, ConfigMap and Service agree: the --config path is the mounted ConfigMap's
+    key, the state file is on the state volume, the listen port is the container's http port,
+    and a GitHub App key file is where the Secret is mounted."""
+    rendered = render(values, NEWEST)
+    pod = rendered.one("StatefulSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config_path = Path(container["args"][container["args"].index("--config") + 1])
+    config_volume = next(v for v in pod["volumes"] if v["name"] == "config")
+    (configmap,) = [
+        c
+        for c in rendered.of_kind("ConfigMap")
+        if c["metadata"]["name"] == config_volume["configMap"]["name"]
+    ]
+    assert str(config_path.parent) == mounts["config"]
+    assert config_path.name in configmap["data"]
+    config = yaml.safe_load(configmap["data"][config_path.name])
+    assert config["state"]["path"].startswith(mounts["state"] + "/")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(config.get("listen", "0.0.0.0:9469").rsplit(":", 1)[1]) == ports["http"]
+    service = rendered.one("Service")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    app = (config.get("github") or {}).get("app")
+    if app:
+        assert str(Path(app["private_key_file"]).parent) == mounts["app-key"]
+
+
+def test_prometheus_rule_is_the_shipped_rules_and_passes_promtool(
+    render: Callable[[Path, str], Rendered], tmp_path: Path
+) -> None:
+    rule = render(CHART / "ci" / "full-values.yaml", NEWEST).one("PrometheusRule")
+    groups = rule["spec"]["groups"]
+    shipped = yaml.safe_load((ROOT / "grafana" / "alerts" / "ci-pipeline.rules.yml").read_text())
+    assert groups == shipped["groups"]
+    rules_file = tmp_path / "rendered.rules.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    promtool = require_binary("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_dashboard_configmaps_are_the_generated_dashboards(
+    render: Callable[[Path, str], Rendered],
+) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["dashboards"]
+    rendered = render(CHART / "ci" / "full-values.yaml", NEWEST)
+    found = {}
+    for configmap in rendered.of_kind("ConfigMap"):
+        if configmap["metadata"]["labels"].get(values["label"]) != values["labelValue"]:
+            continue
+        ((name, text),) = configmap["data"].items()
+        found[name] = json.loads(text)
+    generated = {
+        p.name: json.loads(p.read_text()) for p in (ROOT / "grafana" / "dashboards").glob("*.json")
+    }
+    assert sorted(found) == sorted(generated)
+    for name, dashboard in generated.items():
+        assert found[name] == dashboard, name
+
+
+# --- what must be refused ---------------------------------------------------------------------
+
+
+def _refusal(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# refused: "), f"{path.name}: first line names the refusal"
+    return first.removeprefix("# refused: ")
+
+
+@pytest.mark.parametrize("bad", BAD_VALUES, ids=ids(BAD_VALUES))
+def test_bad_values_are_refused_naming_the_value(helm: Helm, bad: Path) -> None:
+    """Wrong types, values out of range and unknown keys: values.schema.json refuses them in
+    `helm lint --strict` and in `helm template`, with a message naming the value."""
+    expected = _refusal(bad)
+    lint = helm("lint", "--strict", str(CHART), "-f", str(bad))
+    assert lint.returncode != 0
+    assert expected in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    rendered = template(helm, CHART, "-f", str(bad))
+    assert rendered.returncode != 0
+    assert expected in rendered.stderr, rendered.stderr
+
+
+def test_there_are_bad_values_for_each_kind_of_mistake() -> None:
+    refusals = [_refusal(p) for p in BAD_VALUES]
+    assert any("want integer" in r for r in refusals)
+    assert any("want boolean" in r for r in refusals)
+    assert any("must be one of" in r for r in refusals)
+    assert any("maximum" in r for r in refusals)
+    assert sum("not allowed" in r for r in refusals) >= 4
+
+
+@pytest.fixture
+def chart_copy(tmp_path: Path) -> Iterator[Path]:
+    copy_ = tmp_path / "ci-pipeline-exporter"
+    shutil.copytree(CHART, copy_)
+    yield copy_
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path.name} no longer has {old!r}; update the test"
+    path.write_text(text.replace(old, new, 1))
+
+
+TEMPLATE_TYPOS = {
+    # A Go template action left open: the template does not parse.
+    "unclosed-action": ("service.yaml", "{{ .Values.service.port }}", "{{ .Values.service.port }"),
+    # A misspelt helper name: rendering fails.
+    "misspelt-helper": (
+        "statefulset.yaml",
+        'include "cipe.serviceAccountName"',
+        'include "cipe.serviceAcountName"',
+    ),
+    # A missing colon: the rendered manifest is not YAML.
+    "yaml-syntax": ("service.yaml", "  ports:\n", "  ports\n"),
+}
+
+
+@pytest.mark.parametrize("typo", sorted(TEMPLATE_TYPOS))
+def test_a_template_typo_fails_lint_and_template(helm: Helm, chart_copy: Path, typo: str) -> None:
+    name, old, new = TEMPLATE_TYPOS[typo]
+    _edit(chart_copy / "templates" / name, old, new)
+    lint = helm("lint", "--strict", str(chart_copy))
+    assert lint.returncode != 0 and name in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    rendered = template(helm, chart_copy)
+    assert rendered.returncode != 0 and name in rendered.stderr, rendered.stderr
+
+
+def test_a_typo_that_stays_valid_yaml_is_caught_by_the_schemas(
+    helm: Helm, chart_copy: Path
+) -> None:
+    """An indentation slip that helm renders happily (the config's keys land beside
+    config.yaml in the ConfigMap's data) is refused by the Kubernetes schema."""
+    _edit(
+        chart_copy / "templates" / "configmap.yaml",
+        "toYaml .Values.config | nindent 4",
+        "toYaml .Values.config | nindent 2",
+    )
+    result = template(helm, chart_copy, "--kube-version", OLDEST)
+    assert result.returncode == 0, result.stderr
+    (configmap,) = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "ConfigMap"]
+    errors = validation_errors(configmap, OLDEST)
+    assert errors and "data" in errors[0], errors
+
+
+def test_a_wrong_typed_default_value_fails(helm: Helm, chart_copy: Path) -> None:
+    _edit(chart_copy / "values.yaml", "\nreplicas: 1\n", '\nreplicas: "1"\n')
+    lint = helm("lint", "--strict", str(chart_copy))
+    assert lint.returncode != 0
+    assert "at '/replicas': got string, want integer" in lint.stdout, lint.stdout
+    rendered = template(helm, chart_copy)
+    assert rendered.returncode != 0 and "/replicas" in rendered.stderr, rendered.stderr
+
+
+def test_the_validators_refuse_unknown_and_mistyped_fields(
+    render: Callable[[Path, str], Rendered],
+) -> None:
+    """The checks above would pass vacuously if the validators accepted anything: a misspelt
+    field or a wrong type in each kind of object is refused, for both Kubernetes versions."""
+    rendered = render(CHART / "ci" / "full-values.yaml", NEWEST)
+    broken = []
+    statefulset = copy.deepcopy(rendered.one("StatefulSet"))
+    statefulset["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+    broken.append(statefulset)
+    service = copy.deepcopy(rendered.one("Service"))
+    service["spec"]["ports"][0]["port"] = "9469"
+    broken.append(service)
+    monitor = copy.deepcopy(rendered.one("ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "30s"
+    broken.append(monitor)
+    monitor = copy.deepcopy(rendered.one("ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["interval"] = "30 seconds"
+    broken.append(monitor)
+    rule = copy.deepcopy(rendered.one("PrometheusRule"))
+    rule["spec"]["groups"][1]["rules"][0]["expression"] = "up"
+    broken.append(rule)
+    rule = copy.deepcopy(rendered.one("PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["alert"] = "Both"
+    broken.append(rule)
+    for kube_version in (OLDEST, NEWEST):
+        for obj in broken:
+            assert validation_errors(obj, kube_version), obj["kind"]
