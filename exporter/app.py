@@ -186,7 +186,7 @@ class App:
         self.server.start()
         self.scheduler = Scheduler(self.runner, self.jobs, max_workers=4)
         self.scheduler.start()
-        log.info("serving", listen=f"{host}:{self.server.port}", sources=len(self.jobs))
+        log.info("serving", listen=self.server.listen, sources=len(self.jobs))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling (the poll in progress ends at its next run), finish the write in progress,
