@@ -228,7 +228,7 @@ class App:
         self.scheduler = Scheduler(self.runner, self.jobs, max_workers=4)
         self.scheduler.add_maintenance(self.maintain, MAINTENANCE_INTERVAL)
         self.scheduler.start()
-        log.info("serving", listen=f"{host}:{self.server.port}", sources=len(self.jobs))
+        log.info("serving", listen=self.server.listen, sources=len(self.jobs))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop polling (requests in flight end, no new ones start), finish the write in progress,

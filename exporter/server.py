@@ -1,15 +1,17 @@
-"""HTTP endpoints: /metrics, /healthz, /readyz and a landing page, on a threaded WSGI server."""
+"""HTTP endpoints: /metrics, /healthz, /readyz and a landing page, served by waitress."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
+from dataclasses import asdict, dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, create_server
 
 from exporter import __version__
 
@@ -76,28 +78,71 @@ def make_app(registry: CollectorRegistry, readiness: Readiness) -> WSGIApp:
     return app
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
+@dataclass(frozen=True)
+class ServerLimits:
+    """Bounds of one listener. Requests are read by waitress's single I/O thread and reach a worker
+    only once complete, so slow or stalled clients cost a connection slot, never a worker."""
+
+    threads: int = 8  # workers answering complete requests; a /metrics render is CPU-bound
+    backlog: int = 1024  # kernel accept queue (capped by net.core.somaxconn)
+    connection_limit: int = 200  # open connections; further clients wait in the backlog
+    channel_timeout: int = 30  # seconds without a byte before a connection is closed
+    cleanup_interval: int = 5  # how often connections are checked against channel_timeout
+    max_request_header_size: int = 64 * 1024
+    max_request_body_size: int = 1024 * 1024
 
 
-class _QuietHandler(WSGIRequestHandler):
-    disable_nagle_algorithm = True  # small responses in two writes: avoid the 40 ms ACK delay
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Access logs are not emitted: scrapes every few seconds would drown the useful lines."""
+# "Task queue depth is N" on every request that waits for a worker: noise during scrape bursts.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, app: WSGIApp) -> None:
-        self._server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
-        self.port = self._server.server_port
+    """A WSGI app on `host:port` (IPv4 or IPv6; port 0 picks one, `.port` tells which), served by
+    waitress from a background thread. No access log; waitress's errors go to the `waitress`
+    stdlib logger, bridged into structlog."""
+
+    def __init__(
+        self, host: str, port: int, app: WSGIApp, limits: ServerLimits | None = None
+    ) -> None:
         self.host = host
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._map: dict[int, Any] = {}
+        try:
+            self._server = create_server(
+                app,
+                map=self._map,
+                listen=_bracketed(host, port),
+                asyncore_use_poll=True,  # select() fails past 1024 descriptors
+                **asdict(limits or ServerLimits()),
+            )
+        except ValueError:  # waitress's getaddrinfo failure: "Invalid host/port specified."
+            wasyncore.close_all(self._map)
+            raise OSError(f"cannot listen on {_bracketed(host, port)}: unknown host") from None
+        except OSError:
+            wasyncore.close_all(self._map)
+            raise
+        listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
+        self.port = int(listeners[0].effective_port)
+        self._trigger = listeners[0].trigger
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+
+    @property
+    def listen(self) -> str:
+        return _bracketed(self.host, self.port)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listening socket and every connection, then give workers up to `timeout`
+        seconds to finish the request in hand."""
+        if self._thread.is_alive():
+            # Closed from the I/O thread itself (a thunk run when the trigger is pulled); its loop
+            # then ends, having nothing left to watch.
+            self._trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            self._thread.join(timeout)
+        wasyncore.close_all(self._map)  # never started, or the loop did not end in time
+        self._server.task_dispatcher.shutdown(timeout=timeout)
+
+
+def _bracketed(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import yaml
 
 from exporter.simulator.github import Faults, GitHubSimulator
-from tests.helpers import TOKEN, exporter_cmd, free_port, serve, wait_for
+from tests.helpers import TOKEN, Exposition, exporter_cmd, free_port, serve, wait_for
 
 
 def test_endpoints(
@@ -68,3 +72,113 @@ def test_sigterm_exits_zero_and_keeps_state(
         if line.startswith("cicd_pipeline_run_duration_seconds_count")
     ]
     assert pick and all(line in after for line in pick)
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+def _half_requests(port: int, count: int) -> list[socket.socket]:
+    """Connections that start a request's headers and never finish them."""
+    held = []
+    for _ in range(count):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        held.append(conn)
+    return held
+
+
+def _still_open(conn: socket.socket) -> bool:
+    conn.setblocking(False)
+    try:
+        return conn.recv(1) != b""
+    except BlockingIOError:
+        return True  # nothing to read and not closed
+    except ConnectionError:
+        return False
+
+
+def test_ipv6_listen(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """`listen: "[::1]:PORT"` in the configuration serves /metrics over IPv6 loopback."""
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    config = yaml.safe_load(config_file.read_text())
+    config["listen"] = f"[::1]:{port}"
+    config_file.write_text(yaml.safe_dump(config))
+    url = f"http://[::1]:{port}"
+    process = subprocess.Popen(
+        exporter_cmd("serve", "--config", str(config_file)),
+        env={**env, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(
+            lambda: process.poll() is None and httpx.get(f"{url}/readyz").status_code == 200,
+            30,
+            message="ready on [::1]",
+        )
+        metrics = httpx.get(f"{url}/metrics")
+        assert metrics.status_code == 200
+        assert "cicd_pipeline_run_duration_seconds_count" in metrics.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert f'"listen": "[::1]:{port}"' in err.decode()
+
+
+def test_concurrent_scrapes(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """50 scrapers at once, each on its own connections, all get 200 and the whole exposition
+    (every series of the run histogram, the same as a lone scrape shows)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with serve(config_file, port, env, tmp_path / "log"):
+        wait_for(lambda: httpx.get(f"{url[:-8]}/readyz").status_code == 200, 30, message="ready")
+        alone = Exposition.parse(httpx.get(url).text)
+        want = alone.select("cicd_pipeline_run_duration_seconds_count")
+        assert want
+        start = threading.Barrier(50)
+
+        def scraper(_: int) -> list[int]:
+            start.wait()
+            seen = []
+            for _ in range(4):
+                response = httpx.get(url, timeout=60)  # a new connection each time
+                got = Exposition.parse(response.text)
+                assert got.select("cicd_pipeline_run_duration_seconds_count") == want
+                seen.append(response.status_code)
+            return seen
+
+        with ThreadPoolExecutor(50) as pool:
+            codes = [code for codes in pool.map(scraper, range(50)) for code in codes]
+    assert codes == [200] * 200
+
+
+def test_stalled_requests_do_not_pin_threads(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """50 connections that send half a request and stall neither block a normal scrape (it answers
+    while they are still open) nor cost a thread each in the `serve` process."""
+    port = free_port()
+    with serve(config_file, port, env, tmp_path / "log") as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 30, message="ready")
+        before = _threads(process.pid)
+        held = _half_requests(port, 50)
+        try:
+            response = httpx.get(f"{url}/metrics", timeout=10)
+            assert response.status_code == 200
+            assert "cicd_pipeline_run_duration_seconds_count" in response.text
+            assert all(_still_open(conn) for conn in held)
+            # A thread per connection would show +50; pollers and workers move by a few.
+            assert _threads(process.pid) - before < 20
+        finally:
+            for conn in held:
+                conn.close()
