@@ -85,7 +85,8 @@ def test_search_cap() -> None:
     sim.clock.advance(1200 * 1800)
     sim.start()
     try:
-        with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+        # The first answer generates 1,200 runs: seconds on a loaded machine, over httpx's 5 s.
+        with httpx.Client(base_url=sim.url, headers=AUTH, timeout=60) as client:
             body = client.get(
                 "/repos/acme/webapp/actions/runs",
                 params={"created": ">=2000-01-01", "per_page": 100, "page": 11},
