@@ -7,11 +7,14 @@ import httpx
 import pytest
 
 from exporter.simulator.github import Faults, GitHubSimulator
+from exporter.simulator.model import Timeline
 from exporter.simulator.scenarios import SCENARIOS
+from exporter.timeutil import format_timestamp, parse_timestamp
 from tests.helpers import TOKEN
-from tests.schemas import ResponseValidator
+from tests.schemas import ResponseValidator, validated_simulator
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REPO = "acme/webapp"
 
 
 def test_every_endpoint_is_schema_valid(sim: GitHubSimulator) -> None:
@@ -133,3 +136,71 @@ def test_faults_are_injected_and_logged(sim: GitHubSimulator) -> None:
         with pytest.raises(ValueError):
             client.get("/repos/acme/webapp/actions/runs").json()
     assert [r["fault"] for r in sim.requests] == ["error", "rate_limit", "malformed"]
+
+
+def test_list_lag_hides_new_runs_from_the_list() -> None:
+    """With a list lag, a new run exists by id at once but appears in the runs list (filtered or
+    not) only at created_at + its seeded lag; ground truth still counts it once completed. Without
+    the option no run lags."""
+    default = Timeline(REPO, SCENARIOS["seed"], seed=6, base_time=1_800_000_000.0)
+    assert all(default.run(index).list_lag == 0 for index in range(40))
+    with validated_simulator("optimized", seed=2, token=TOKEN, list_lag=300.0) as sim:
+        timeline = sim.timelines[REPO]
+        upcoming = [timeline.run(timeline.scenario.history_runs + i) for i in range(6)]
+        assert all(0 <= r.list_lag <= 300 for r in upcoming)
+        assert len({r.list_lag for r in upcoming}) > 1  # the lag varies per run
+        run = next(r for r in upcoming if r.list_lag >= 2)
+        since = format_timestamp(run.created_at)
+        with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+
+            def listed(**params: str) -> list[int]:
+                body = client.get(f"/repos/{REPO}/actions/runs", params=params).json()
+                return [r["id"] for r in body["workflow_runs"]]
+
+            sim.clock.advance(run.created_at - sim.clock.now())
+            assert client.get(f"/repos/{REPO}/actions/runs/{run.id}").status_code == 200
+            assert run.id not in listed() and listed(created=f">={since}") == []
+            sim.clock.advance(run.listed_at - sim.clock.now())
+            assert run.id in listed() and listed(created=f">={since}") == [run.id]
+        sim.clock.advance(run.attempts[-1].end - sim.clock.now())
+        assert run.id in [a["run_id"] for a in sim.truth()["attempts"]]
+
+
+def test_late_rerun_keeps_created_at(sim: GitHubSimulator) -> None:
+    """A run created five hours ago re-run now (`POST /_sim/rerun`): same created_at, run_attempt
+    2 with new timestamps, listed by a `created` search reaching back to the run, and both attempts
+    in the ground truth once completed. A run whose last attempt is in progress, or an unknown
+    run, is refused."""
+    now = sim.clock.now()
+    timeline = sim.timelines[REPO]
+    old = next(
+        r
+        for r in reversed(timeline.runs_until(now))
+        if now - r.created_at >= 5 * 3600 and len(r.attempts) == 1
+    )
+    with httpx.Client(base_url=sim.url, headers=AUTH) as client:
+
+        def rerun(run_id: int) -> httpx.Response:
+            params = {"repository": REPO, "run_id": str(run_id)}
+            return client.post("/_sim/rerun", params=params)
+
+        before = client.get(f"/repos/{REPO}/actions/runs/{old.id}").json()
+        answer = rerun(old.id)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["attempt"] == before["run_attempt"] + 1 == 2
+        assert rerun(old.id).status_code == 409  # attempt 2 is not completed yet
+        sim.clock.advance(answer.json()["end"] + 1 - now)
+        after = client.get(f"/repos/{REPO}/actions/runs/{old.id}").json()
+        assert after["created_at"] == before["created_at"]
+        assert after["run_attempt"] == 2 and after["status"] == "completed"
+        assert parse_timestamp(after["run_started_at"]) == now
+        jobs = client.get(f"/repos/{REPO}/actions/runs/{old.id}/attempts/2/jobs").json()
+        assert min(parse_timestamp(j["started_at"]) or 0 for j in jobs["jobs"]) > now
+        search = client.get(
+            f"/repos/{REPO}/actions/runs", params={"created": before["created_at"], "per_page": 1}
+        ).json()
+        assert [(r["id"], r["run_attempt"]) for r in search["workflow_runs"]] == [(old.id, 2)]
+        truth = [a for a in sim.truth()["attempts"] if a["run_id"] == old.id]
+        assert [a["attempt"] for a in truth] == [1, 2]
+        assert {a["created_at"] for a in truth} == {old.created_at}
+        assert rerun(old.id + 1).status_code == 404

@@ -4,7 +4,8 @@ request log and the ground truth of what it served.
 
 Control endpoints (not part of GitHub's API) live under `/_sim/`:
 `GET /_sim/truth`, `GET /_sim/requests`, `POST /_sim/requests/clear`, `POST /_sim/advance?seconds=N`,
-`POST /_sim/faults` (JSON body, see `Faults`), `GET /_sim/clock`.
+`POST /_sim/faults` (JSON body, see `Faults`), `GET /_sim/clock`,
+`POST /_sim/rerun?repository=O/R&run_id=N[&at=T]` (a re-run of a completed run, see `rerun`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -77,8 +78,11 @@ class GitHubSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         rate_limit: int = 5000,
+        list_lag: float | None = None,
     ) -> None:
         self.scenario = SCENARIOS[scenario] if isinstance(scenario, str) else scenario
+        if list_lag is not None:
+            self.scenario = replace(self.scenario, list_lag=list_lag)
         self.seed = seed
         self.token = token
         self.app = app
@@ -270,6 +274,16 @@ class GitHubSimulator:
             self.faults = faults
             self._fault_rng = random.Random(faults.seed)
 
+    # -- re-runs ----------------------------------------------------------------------------------
+    def rerun(self, repository: str, run_id: int, at: float | None = None) -> SimAttempt:
+        """Re-run a completed run at simulated time `at` (default: now), hours after its creation
+        if need be: GitHub keeps the run's created_at, so only windows reaching back that far list
+        it again. Raises KeyError for an unknown run, ValueError for one not completed at `at`."""
+        run = self._find_run(repository, run_id)
+        if run is None:
+            raise KeyError(f"no run {run_id} in {repository}")
+        return self.timelines[repository].rerun(run, self.clock.now() if at is None else at)
+
     # -- ground truth -----------------------------------------------------------------------------
     def truth(self, t: float | None = None) -> dict[str, Any]:
         """Every attempt completed by t (default: now), with raw timestamps, and the runs active at
@@ -375,7 +389,7 @@ class GitHubSimulator:
         if timeline is None:
             return 404, {"message": "Not Found"}, {}
         t = self.clock.now()
-        runs = timeline.runs_until(t)
+        runs = [r for r in timeline.runs_until(t) if r.listed_at <= t]
         created = q.get("created")
         if created:
             low, high = _created_range(created)
@@ -680,12 +694,31 @@ class GitHubSimulator:
             return 200, {"now": self.clock.advance(float(q.get("seconds", "0")))}
         if path == "/_sim/clock":
             return 200, {"now": self.clock.now(), "speed": self.clock.speed}
+        if path == "/_sim/rerun" and method == "POST":
+            return self._control_rerun(q)
         if path == "/_sim/faults" and method == "POST":
             data = json.loads(body or b"{}")
             known = {f.name for f in fields(Faults)}
             self.set_faults(Faults(**{k: v for k, v in data.items() if k in known}))
             return 200, asdict(self.faults)
         return 404, {"message": "unknown control endpoint"}
+
+    def _control_rerun(self, q: dict[str, str]) -> tuple[int, Any]:
+        try:
+            run_id, at = int(q.get("run_id", "")), float(q["at"]) if "at" in q else None
+        except ValueError:
+            return 400, {"message": "run_id (an integer) and at (seconds) are expected"}
+        try:
+            attempt = self.rerun(q.get("repository", ""), run_id, at)
+        except KeyError as exc:
+            return 404, {"message": str(exc.args[0])}
+        except ValueError as exc:
+            return 409, {"message": str(exc)}
+        return 200, {
+            "attempt": attempt.number,
+            "created_at": attempt.created_at,
+            "end": attempt.end,
+        }
 
 
 def _created_range(expression: str) -> tuple[float, float]:

@@ -71,6 +71,12 @@ class SimRun:
     workflow: str = "CI"
     workflow_path: str = ".github/workflows/ci.yml"
     attempts: list[SimAttempt] = field(default_factory=list)
+    list_lag: float = 0.0
+
+    @property
+    def listed_at(self) -> float:
+        """When the run shows up in the runs list: GitHub's list trails created_at."""
+        return self.created_at + self.list_lag
 
     @property
     def blob_sha(self) -> str:
@@ -103,6 +109,7 @@ class Timeline:
     """All runs of one repository under one scenario."""
 
     RUN_ID_BASE = 10_000_000_000  # beyond 2^31, as real ids are
+    MAX_ATTEMPTS = 4  # job ids (run id × 100 + attempt × 20 + position) leave room for four
 
     def __init__(
         self, repository: str, scenario: Scenario, seed: int, base_time: float, repo_index: int = 0
@@ -163,6 +170,7 @@ class Timeline:
             workflow_text=text,
             workflow=scenario.workflow_of(index)[0],
             workflow_path=scenario.workflow_of(index)[1],
+            list_lag=self._list_lag(index),
         )
         fails = rng.random() < scenario.failure_rate
         first = self._schedule(run, specs, 1, created, rng, "test-suite" if fails else None)
@@ -171,6 +179,30 @@ class Timeline:
             start = math.floor(first.end + rng.uniform(60, 300))
             run.attempts.append(self._schedule(run, specs, 2, start, rng, None))
         return run
+
+    def _list_lag(self, index: int) -> float:
+        if self.scenario.list_lag <= 0:
+            return 0.0
+        # Its own random stream, so a lag leaves every other draw of the run unchanged.
+        rng = rng_for(self.seed, self.repository, "list-lag", index)
+        return float(round(rng.uniform(0, self.scenario.list_lag)))
+
+    def rerun(self, run: SimRun, at: float) -> SimAttempt:
+        """Re-run all jobs of a completed run at simulated time `at`, however long after its
+        creation: the run keeps its created_at, the new attempt (number + 1) gets new timestamps
+        and succeeds."""
+        with self._lock:
+            last = run.attempts[-1]
+            if at < last.end:
+                raise ValueError(f"run {run.id} attempt {last.number} is not completed at {at}")
+            if last.number >= self.MAX_ATTEMPTS:
+                raise ValueError(f"run {run.id} already has {last.number} attempts")
+            number = last.number + 1
+            rng = rng_for(self.seed, self.repository, "rerun", run.index, number)
+            specs = self.scenario.jobs_for(run.index)
+            attempt = self._schedule(run, specs, number, math.floor(at), rng, None)
+            run.attempts.append(attempt)
+            return attempt
 
     def _schedule(
         self,

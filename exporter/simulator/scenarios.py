@@ -196,6 +196,9 @@ class Scenario:
     # Runs rotate over this many workflows (CI-1, CI-2, … when more than one).
     workflows: int = 1
     total_runs: int | None = None  # for progress-based scenarios: runs over which progress goes 0→1
+    # GitHub's run list lags: a run appears in it (and in `created` searches) up to this many
+    # simulated seconds after its created_at, a seeded lag per run; by id it is there at once.
+    list_lag: float = 0.0
 
     def workflow_of(self, index: int) -> tuple[str, str]:
         """(name, path) of run `index`'s workflow."""
