@@ -49,7 +49,7 @@ PositiveDuration = Annotated[
     Field(gt=0),
     PlainSerializer(format_duration, return_type=str),
 ]
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
+MIB, GIB = 1024**2, 1024**3
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
@@ -233,9 +233,9 @@ def check_base_url(value: str, credentials_hint: str) -> str:
         raise ValueError(f"a query or fragment is not allowed in the URL: {credentials_hint}")
     try:
         port = parts.port
-    except ValueError:
+    except ValueError:  # its message quotes the port text
         port = 0
-    if port == 0 and parts.netloc.rpartition("]")[2].count(":"):
+    if port == 0:
         raise ValueError("the port is not a number from 1 to 65535")
     return parts.hostname
 
