@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -52,6 +52,16 @@ PositiveDuration = Annotated[
 MIB, GIB = 1024**2, 1024**3
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def _first_duplicate(values: Iterable[str]) -> str | None:
+    """Linear, so a file with thousands of repositories validates in moments."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 class ConfigError(Exception):
@@ -146,10 +156,9 @@ class GitHubConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_repositories(self) -> GitHubConfig:
-        names = [r.name for r in self.repositories]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"repository {name} is listed twice")
+        twice = _first_duplicate(r.name for r in self.repositories)
+        if twice is not None:
+            raise ValueError(f"repository {twice} is listed twice")
         return self
 
 
@@ -293,10 +302,9 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _registries_unique(self) -> Config:
-        hosts = [r.host for r in self.registries]
-        for host in hosts:
-            if hosts.count(host) > 1:
-                raise ValueError(f"registries: {host} is listed twice")
+        twice = _first_duplicate(r.host for r in self.registries)
+        if twice is not None:
+            raise ValueError(f"registries: {twice} is listed twice")
         return self
 
     @model_validator(mode="after")
