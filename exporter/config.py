@@ -94,7 +94,9 @@ class LogsConfig(_Strict):
 
 class ActionsCacheConfig(_Strict):
     enabled: bool = True
-    poll_interval: PositiveDuration = 600.0
+    # Minimum age before the next read, checked on each GitHub poll (never a timer of its own):
+    # 0 reads it on every poll, a setting the e2e tests use.
+    poll_interval: Duration = 600.0
     # Exported as a float: 1 PiB keeps it exact and far above any real cache limit.
     limit_bytes: int = Field(default=10 * GIB, gt=0, le=1024**5)
 

@@ -259,7 +259,7 @@ BAD_VALUES: list[tuple[str, Callable[..., dict[str, Any]], str, object]] = [
     ("registries.0.poll_interval", _registry, "poll_interval", 0),
     ("registries.0.timeout", _registry, "timeout", 0),
     ("registries.0.timeout", _registry, "timeout", float("nan")),
-    ("github.repositories.0.actions_cache.poll_interval", _cache, "poll_interval", 0),
+    ("github.repositories.0.actions_cache.poll_interval", _cache, "poll_interval", float("nan")),
     ("github.repositories.0.actions_cache.limit_bytes", _cache, "limit_bytes", 10**400),
     ("github.repositories.0.logs.max_bytes", _logs, "max_bytes", 10**30),
     ("github.repositories.0.logs.max_instructions", _logs, "max_instructions", 10**9),
@@ -305,13 +305,15 @@ def test_check_config_refuses_bad_durations_in_one_line(
 
 
 def test_durations_at_the_bounds_load(tmp_path: Path) -> None:
-    """365 days and small positive durations are accepted; zero is fine where it means none."""
-    config = load_config(
-        _write(tmp_path, _github(lookback="365d", rerun_window=0, timeout="0.5s")), environ={}
-    )
+    """365 days and small positive durations are accepted; zero is fine where it is no timer:
+    no re-run window, and the Actions cache read on every GitHub poll."""
+    data = _github(lookback="365d", rerun_window=0, timeout="0.5s")
+    data["github"]["repositories"] = [{**REPO, "actions_cache": {"poll_interval": 0}}]
+    config = load_config(_write(tmp_path, data), environ={})
     assert config.github is not None
     assert (config.github.lookback, config.github.rerun_window) == (365 * 86400, 0)
     assert config.github.timeout == 0.5
+    assert config.github.repositories[0].actions_cache.poll_interval == 0
 
 
 def test_duration_from_the_environment_is_bounded(tmp_path: Path) -> None:
