@@ -1,15 +1,18 @@
 """The typed configuration: YAML file, `CIPE_…` environment overrides, validation, redaction.
 
-`load_config` returns a valid `Config` or raises `ConfigError` whose message names the key.
+`load_config` returns a valid `Config` or raises `ConfigError` whose message names the key. The file
+is read within a size, nesting and alias budget (`exporter.safeyaml`); the environment is read by
+pydantic-settings' source for the same fields and overrides the file key by key.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -22,22 +25,43 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from exporter import safeyaml
 from exporter.timeutil import format_duration, parse_duration
 
 ENV_PREFIX = "CIPE_"
-# Variables with the prefix that are not configuration (test switches of the project itself).
-NON_CONFIG_ENV = frozenset({"CIPE_REQUIRE_INTEGRATION"})
+ENV_NESTED_DELIMITER = "__"
 DEFAULT_PORT = 9469
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_PORT}"
 
+# Finite, 0 to 365 days (see parse_duration).
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
+# Intervals, timeouts and waits: zero would spin, time out at once or never back off.
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(gt=0),
+    PlainSerializer(format_duration, return_type=str),
+]
+MIB, GIB = 1024**2, 1024**3
 
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def _first_duplicate(values: Iterable[str]) -> str | None:
+    """Linear, so a file with thousands of repositories validates in moments."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 class ConfigError(Exception):
@@ -45,7 +69,7 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StateConfig(_Strict):
@@ -56,8 +80,8 @@ class StateConfig(_Strict):
 
 
 class AppAuthConfig(_Strict):
-    app_id: int
-    installation_id: int
+    app_id: int = Field(gt=0, lt=2**63)
+    installation_id: int = Field(gt=0, lt=2**63)
     private_key_file: str
 
 
@@ -66,15 +90,18 @@ class LogsConfig(_Strict):
         default_factory=list, description="globs of job names whose logs are read"
     )
     # Logs are streamed; past this many bytes the rest is not read (counted as log_truncated).
-    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_bytes: int = Field(default=64 * MIB, gt=0, le=4 * GIB)
     # Distinct (stage, instruction) label pairs per job; further ones fold into "other" (counted).
-    max_instructions: int = Field(default=50, ge=1)
+    max_instructions: int = Field(default=50, ge=1, le=10_000)
 
 
 class ActionsCacheConfig(_Strict):
     enabled: bool = True
+    # Minimum age before the next read, checked on each GitHub poll (never a timer of its own):
+    # 0 reads it on every poll, a setting the e2e tests use.
     poll_interval: Duration = 600.0
-    limit_bytes: int = Field(default=10 * 1024**3, gt=0)
+    # Exported as a float: 1 PiB keeps it exact and far above any real cache limit.
+    limit_bytes: int = Field(default=10 * GIB, gt=0, le=1024**5)
 
 
 class JunitConfig(_Strict):
@@ -83,9 +110,10 @@ class JunitConfig(_Strict):
     )
     suite_depth: int = Field(default=1, ge=1, le=10)
     # Beyond this many suites per workflow, new suites fold into "other" (counted).
-    max_suites: int = Field(default=100, ge=1)
-    max_download_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    max_uncompressed_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_suites: int = Field(default=100, ge=1, le=10_000)
+    # The zip is held in memory while read: the cap bounds the memory a poll takes.
+    max_download_bytes: int = Field(default=64 * MIB, gt=0, le=GIB)
+    max_uncompressed_bytes: int = Field(default=256 * MIB, gt=0, le=4 * GIB)
 
 
 class RepositoryConfig(_Strict):
@@ -109,18 +137,19 @@ class GitHubConfig(_Strict):
     token_env: str = "GITHUB_TOKEN"
     token_file: str | None = None
     app: AppAuthConfig | None = None
-    poll_interval: Duration = 60.0
+    poll_interval: PositiveDuration = 60.0
     lookback: Duration = 86400.0
     # Re-runs keep the run's created_at, so the run list reaches this far back to see them.
     rerun_window: Duration = 6 * 3600.0
-    timeout: Duration = 30.0
+    timeout: PositiveDuration = 30.0
     max_retries: int = Field(default=3, ge=0, le=10)
     # Fraction of the rate limit kept in reserve: below it polling pauses until the reset.
     rate_limit_reserve: float = Field(default=0.05, ge=0, lt=1)
     # Wait after a secondary rate limit that carries no retry-after (GitHub: at least a minute).
-    secondary_rate_limit_wait: Duration = 60.0
+    secondary_rate_limit_wait: PositiveDuration = 60.0
     # First retry delay after a 5xx or transport error; doubles per retry, with jitter.
-    retry_backoff: Duration = 0.5
+    retry_backoff: PositiveDuration = 0.5
+    # 0 re-reads the workflow file on every poll that needs it.
     workflow_refresh: Duration = 3600.0
     # A GitHub timestamp further in the future than this is malformed (it would poison the
     # latest-value gauges); allows for this machine's clock running behind.
@@ -130,23 +159,14 @@ class GitHubConfig(_Strict):
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        check_base_url(value, "the token comes from token_env, token_file or app")
         return value.rstrip("/")
-
-    @field_validator("poll_interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be above 0")
-        return value
 
     @model_validator(mode="after")
     def _unique_repositories(self) -> GitHubConfig:
-        names = [r.name for r in self.repositories]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"repository {name} is listed twice")
+        twice = _first_duplicate(r.name for r in self.repositories)
+        if twice is not None:
+            raise ValueError(f"repository {twice} is listed twice")
         return self
 
 
@@ -200,28 +220,41 @@ class RegistryConfig(_Strict):
     url: str
     username_env: str | None = None
     password_env: str | None = None
-    poll_interval: Duration = 900.0
-    timeout: Duration = 30.0
+    poll_interval: PositiveDuration = 900.0
+    timeout: PositiveDuration = 30.0
     max_retries: int = Field(default=3, ge=0, le=10)
     images: list[ImageConfig] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
     def _https_or_loopback(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        if parts.scheme == "http" and not is_loopback(parts.hostname):
+        hostname = check_base_url(value, "credentials come from username_env and password_env")
+        if value.startswith("http:") and not is_loopback(hostname):
             raise ValueError("plain http is allowed for loopback registries only")
         return value.rstrip("/")
 
     @property
     def host(self) -> str:
-        from urllib.parse import urlsplit
-
         return urlsplit(self.url).netloc
+
+
+def check_base_url(value: str, credentials_hint: str) -> str:
+    """An http(s) base URL with a host and no user:password, query or fragment; returns the host.
+    Messages never quote the value: a refused URL may hold a password."""
+    parts = urlsplit(value)
+    if "@" in parts.netloc or (parts.scheme not in ("http", "https") and "@" in value):
+        raise ValueError(f"credentials in the URL are not allowed: {credentials_hint}")
+    if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value):
+        raise ValueError("not an http(s) URL: use http(s)://HOST[:PORT][/PATH]")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValueError(f"a query or fragment is not allowed in the URL: {credentials_hint}")
+    try:
+        port = parts.port
+    except ValueError:  # its message quotes the port text
+        port = 0
+    if port == 0:
+        raise ValueError("the port is not a number from 1 to 65535")
+    return parts.hostname
 
 
 def is_loopback(host: str) -> bool:
@@ -239,7 +272,7 @@ class ShardingConfig(_Strict):
     """N replicas split the work: each repository and image set belongs to one shard by a stable
     hash, so no series is exported twice."""
 
-    total: int = Field(default=1, ge=1)
+    total: int = Field(default=1, ge=1, le=1000)
     index: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
@@ -257,7 +290,7 @@ class ShardingConfig(_Strict):
 
 class LimitsConfig(_Strict):
     # Per metric: new label sets beyond this fold into "other" and are counted.
-    max_series_per_metric: int = Field(default=5000, ge=10)
+    max_series_per_metric: int = Field(default=5000, ge=10, le=10_000_000)
 
 
 class Config(_Strict):
@@ -277,10 +310,9 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _registries_unique(self) -> Config:
-        hosts = [r.host for r in self.registries]
-        for host in hosts:
-            if hosts.count(host) > 1:
-                raise ValueError(f"registries: {host} is listed twice")
+        twice = _first_duplicate(r.host for r in self.registries)
+        if twice is not None:
+            raise ValueError(f"registries: {twice} is listed twice")
         return self
 
     @model_validator(mode="after")
@@ -341,47 +373,69 @@ def parse_listen(value: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0", int(port))
 
 
-def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
-    node: Any = tree
-    for index, key in enumerate(path):
-        last = index == len(path) - 1
-        if isinstance(node, list):
-            if not key.isdigit():
-                raise ConfigError(f"{'.'.join(path)}: {key!r} is not a list index")
-            position = int(key)
-            while len(node) <= position:
-                node.append({})
-            if last:
-                node[position] = value
-            else:
-                if not isinstance(node[position], dict | list):
-                    node[position] = {}
-                node = node[position]
-            continue
-        if last:
-            node[key] = value
-            return
-        child = node.get(key)
-        if not isinstance(child, dict | list):
-            child = [] if path[index + 1].isdigit() else {}
-            node[key] = child
-        node = child
+class _EnvironmentFields(BaseSettings, Config):
+    """Config's fields as pydantic-settings' environment source sees them; never instantiated."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False
+    )
 
 
-def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """`CIPE_GITHUB__POLL_INTERVAL=30s` sets `github.poll_interval`; values are YAML scalars."""
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in NON_CONFIG_ENV:
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        if not path:
-            continue
+class EnvironmentSource(EnvSettingsSource):
+    """`CIPE_GITHUB__POLL_INTERVAL=30s` → {"github": {"poll_interval": "30s"}}.
+
+    Only variables that name a config key are read: `CIPE_CLI_…`, `CIPE_REQUIRE_INTEGRATION` and
+    the like are not configuration. A list or mapping is given whole, as JSON or YAML, read within
+    the same budget as the file; an item can't be set by index (see `_refuse_list_indexes`)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(_EnvironmentFields)
+        self.environ = environ
+        # The source reads os.environ by default; this mapping replaces it (tests, embedding).
+        self.env_vars = {name.lower(): value for name, value in environ.items()}
+
+    def __call__(self) -> dict[str, Any]:
+        _refuse_list_indexes(self.environ)
+        return super().__call__()
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
         try:
-            value = yaml.safe_load(environ[name])
+            return safeyaml.load(value)
+        except safeyaml.YamlBudgetError as exc:
+            raise ConfigError(f"{field_name} (from the environment): {exc}") from None
         except yaml.YAMLError:
-            value = environ[name]
-        _set_path(raw, path, value)
-    return raw
+            raise ConfigError(
+                f"{field_name} (from the environment): not valid JSON or YAML"
+            ) from None
+
+
+def _refuse_list_indexes(environ: Mapping[str, str]) -> None:
+    """`CIPE_GITHUB__REPOSITORIES__0__NAME` is refused by name: the item can't be addressed, and the
+    old overlay padded the list up to the index (10⁸ items took 3.9 GB)."""
+    for name in environ:
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER)
+        if parts[0].lower() not in Config.model_fields:
+            continue
+        for position, part in enumerate(parts[1:], start=1):
+            if part.isdigit():
+                whole = ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:position])
+                raise ConfigError(
+                    f"{name}: a list item can't be set by index; "
+                    f"give the whole list in {whole.upper()} as JSON or YAML"
+                )
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` wins key by key; mappings merge, anything else (lists too) is replaced whole."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -412,26 +466,35 @@ def validate_config(raw: object) -> Config:
         raise ConfigError(_describe(first) + suffix) from None
 
 
-def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read YAML (when a path is given), apply `CIPE_…` overrides, validate."""
-    environ = os.environ if environ is None else environ
-    raw: object = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{where}") from None
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML file as a mapping, within safeyaml's size, nesting and alias budget."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(safeyaml.MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        raw = safeyaml.load(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except safeyaml.YamlBudgetError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError("the configuration must be a mapping of keys")
-    return validate_config(apply_env_overrides(raw, environ))
+    return raw
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """The YAML file (when a path is given) with `CIPE_…` variables over it, validated."""
+    raw = read_config_file(path) if path is not None else {}
+    overrides = EnvironmentSource(os.environ if environ is None else environ)()
+    return validate_config(_merge(raw, overrides))
 
 
 def effective_config(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 
@@ -9,20 +10,38 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+# Durations above a year are mistakes (and overflow timers downstream); NaN and infinities too.
+MAX_DURATION = 365 * 86400.0
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def parse_duration(value: object) -> float:
-    """Seconds from `90`, `90s`, `15m`, `2h`, `7d` (a bare number is seconds)."""
+    """Seconds from `90`, `90s`, `15m`, `2h`, `7d` (a bare number is seconds): finite, 0 to 365d."""
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"invalid duration {value!r}: negative")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}")
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"invalid duration {value!r}: use e.g. 90, 90s, 15m, 2h, 7d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = float("inf")
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"invalid duration {_shown(value)}: use e.g. 90, 90s, 15m, 2h, 7d")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    else:
+        raise ValueError(f"invalid duration {_shown(value)}")
+    if math.isnan(seconds):
+        raise ValueError(f"invalid duration {_shown(value)}: not a number")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {_shown(value)}: negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {_shown(value)}: more than 365 days")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import ConfigError, apply_env_overrides, load_config
+from exporter.config import ConfigError, load_config
 from exporter.timeutil import format_duration, parse_duration
 from tests.helpers import TOKEN, run_cli
 
@@ -53,12 +53,12 @@ def _write(tmp_path: Path, data: object) -> Path:
 
 
 def test_env_overrides_set_nested_keys(tmp_path: Path) -> None:
-    """CIPE_GITHUB__POLL_INTERVAL=30s overrides github.poll_interval; list items by index."""
+    """CIPE_GITHUB__POLL_INTERVAL=30s overrides github.poll_interval; a list is given whole."""
     config = load_config(
         _write(tmp_path, VALID),
         environ={
             "CIPE_GITHUB__POLL_INTERVAL": "30s",
-            "CIPE_GITHUB__REPOSITORIES__0__BRANCHES": "[main, release]",
+            "CIPE_GITHUB__REPOSITORIES": "[{name: acme/webapp, branches: [main, release]}]",
             "CIPE_LISTEN": "127.0.0.1:9999",
             "CIPE_REQUIRE_INTEGRATION": "1",
         },
@@ -101,9 +101,10 @@ def test_env_override_errors_name_the_key(tmp_path: Path) -> None:
         load_config(_write(tmp_path, VALID), environ={"CIPE_GITHUB__POLL_INTERVAL": "often"})
 
 
-def test_apply_env_overrides_creates_missing_sections() -> None:
-    raw = apply_env_overrides({}, {"CIPE_STATE__PATH": "/var/lib/x.db"})
-    assert raw == {"state": {"path": "/var/lib/x.db"}}
+def test_env_overrides_create_missing_sections() -> None:
+    """A variable sets a key of a section the file doesn't have (the image sets state.path)."""
+    config = load_config(None, environ={"CIPE_STATE__PATH": "/var/lib/x.db"})
+    assert config.state.path == "/var/lib/x.db"
 
 
 def test_check_config_exit_2_naming_the_key(tmp_path: Path) -> None:
