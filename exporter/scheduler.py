@@ -120,8 +120,14 @@ class Scheduler:
             except Exception as exc:  # housekeeping must not end the scheduler either
                 log.exception("maintenance failed", error=str(exc))
 
+        # First right after start (a restart after a long pause has the most to forget).
         self._scheduler.add_job(
-            guarded, "interval", seconds=interval, id="maintenance", name="maintenance"
+            guarded,
+            "interval",
+            seconds=interval,
+            id="maintenance",
+            name="maintenance",
+            next_run_time=datetime.now(UTC) + timedelta(seconds=5),
         )
 
     def start(self) -> None:

@@ -55,13 +55,17 @@ def trickling_server(trickle: Trickle) -> Iterator[Trickle]:
             trickle.sent.append(count)
             conn.close()
 
+    workers: list[threading.Thread] = []
+
     def accept() -> None:
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+            worker = threading.Thread(target=serve, args=(conn,), daemon=True)
+            workers.append(worker)
+            worker.start()
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
@@ -71,4 +75,6 @@ def trickling_server(trickle: Trickle) -> Iterator[Trickle]:
     finally:
         stop.set()
         thread.join(2)
+        for worker in workers:
+            worker.join(2)
         listener.close()

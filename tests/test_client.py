@@ -337,3 +337,31 @@ def test_401_retries_once_after_invalidating_auth() -> None:
         lambda r: httpx.Response(next(statuses), content=json.dumps({}).encode())
     )
     assert client.get_json("/x") == {}
+
+
+def test_a_pause_is_logged_once_and_readiness_stays_honest() -> None:
+    """A long rate limit pauses every GitHub source with one log line (not one per second); a
+    source deferred before its first poll reads as failed in /readyz, so the other sources'
+    readiness decides, and it polls again once the pause is over."""
+    from structlog.testing import capture_logs
+
+    from exporter.scheduler import PollRunner, SourceJob
+    from exporter.server import Readiness
+
+    budget = RateBudget()
+    with capture_logs() as logs:
+        for _ in range(5):
+            budget.block_until(time.time() + 1e12)
+    assert [e["event"] for e in logs] == ["github requests paused for the rate limit"]
+    paused = budget.paused_until()
+    assert paused is not None and paused <= time.time() + MAX_WAIT + 1
+    readiness = Readiness(["github:a/b", "registry:r"])
+    runner = PollRunner(Telemetry(CollectorRegistry()), readiness)
+    polls: list[str] = []
+    github = SourceJob("github:a/b", lambda: polls.append("github"), 60.0, budget)
+    registry = SourceJob("registry:r", lambda: polls.append("registry"), 60.0)
+    assert not runner.run(github) and runner.run(registry)
+    assert polls == ["registry"]
+    assert readiness.snapshot() == {"github:a/b": "failed", "registry:r": "ok"} and readiness.ready
+    budget.blocked_until = 0.0
+    assert runner.run(github) and readiness.snapshot()["github:a/b"] == "ok"

@@ -44,6 +44,14 @@ class BlobServer:
                 }
                 expires = float(query.get("expires", "0") or 0)
                 body: bytes | None
+                if split.path == "/loop":
+                    with server._lock:
+                        server.requests.append({**entry, "status": 302})
+                    self.send_response(302)
+                    self.send_header("Location", "/loop")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if expires < time.time():
                     status, body = 403, b"<Error><Code>AuthenticationFailed</Code></Error>"
                 else:

@@ -105,6 +105,11 @@ class GitHubSimulator:
         self.on_response: Callable[[str, int, Any], None] | None = None
         # Artifact id → bytes served instead of the generated zip (hostile inputs in tests).
         self.artifact_overrides: dict[int, bytes] = {}
+        # Hostile answers for the tests: handler name → a function that rewrites the payload after
+        # it was validated; a Location for every log and artifact redirect ("loop": a redirect
+        # loop on the blob server).
+        self.payload_hooks: dict[str, Callable[[Any], Any]] = {}
+        self.redirect_override: str | None = None
         self._artifacts: dict[tuple[str, int, int], JUnitArtifact | None] = {}
         self._logs: dict[int, JobLog] = {}
         self.blobs = BlobServer(self._resolve_blob, host=host)
@@ -193,7 +198,7 @@ class GitHubSimulator:
     ) -> tuple[int, Any, dict[str, str]]:
         if self._job_by_id(repo, int(job_id)) is None:
             return 404, {"message": "Not Found"}, {}
-        return 302, {}, {"Location": self.blobs.signed(f"/logs/{repo}/{job_id}.txt")}
+        return 302, {}, {"Location": self._location(f"/logs/{repo}/{job_id}.txt")}
 
     def cache_entries(self, repo: str, t: float) -> list[dict[str, Any]]:
         timeline = self.timelines[repo]
@@ -589,7 +594,12 @@ class GitHubSimulator:
     ) -> tuple[int, Any, dict[str, str]]:
         if self._artifact_by_id(repo, int(artifact_id)) is None:
             return 404, {"message": "Not Found"}, {}
-        return 302, {}, {"Location": self.blobs.signed(f"/artifacts/{repo}/{artifact_id}.zip")}
+        return 302, {}, {"Location": self._location(f"/artifacts/{repo}/{artifact_id}.zip")}
+
+    def _location(self, path: str) -> str:
+        if self.redirect_override == "loop":
+            return f"{self.blobs.url}/loop"
+        return self.redirect_override or self.blobs.signed(path)
 
     def _installation_token(
         self, h: _Handler, q: dict[str, str], installation: str
@@ -833,8 +843,11 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload, extra = route.handler(self, query, *found.groups())
             except (ValueError, KeyError) as exc:
                 status, payload, extra = 422, {"message": f"Validation Failed: {exc}"}, {}
+            name = route.handler.__name__.lstrip("_")
             if sim.on_response is not None:
-                sim.on_response(route.handler.__name__.lstrip("_"), status, payload)
+                sim.on_response(name, status, payload)
+            if name in sim.payload_hooks and status == 200:
+                payload = sim.payload_hooks[name](payload)
         headers.update(extra)
         raw = json.dumps(payload, separators=(",", ":")).encode()
         if status == 200:

@@ -63,8 +63,14 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         if self.path != ":memory:":
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError as exc:
+                # A read-only or full disk: the state can still be read; writes fail (counted)
+                # until it is fixed, then the connection is opened again.
+                log.error("state file not writable", path=self.path, error=str(exc))
+                self._reopen = True
         return db
 
     def _open_checked(self) -> sqlite3.Connection:
