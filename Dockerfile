@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM python:${PYTHON_VERSION}-slim AS base
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="ci-pipeline-exporter" \
       org.opencontainers.image.description="Prometheus exporter for GitHub Actions pipelines, build cache, tests and image sizes" \
@@ -34,3 +34,13 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9469/healthz', timeout=4)"]
 ENTRYPOINT ["ci-pipeline-exporter"]
 CMD ["serve", "--config", "/etc/ci-pipeline-exporter/config.yaml"]
+
+# The quickstart's demo: the same image plus the simulators (never in the production image).
+FROM base AS demo
+COPY simulator /opt/ci-pipeline-exporter-demo/simulator
+ENV PYTHONPATH=/opt/ci-pipeline-exporter-demo
+ENTRYPOINT ["python", "-m", "simulator"]
+CMD ["demo", "--listen", "0.0.0.0:9469"]
+
+# The production image (the default target).
+FROM base AS runtime

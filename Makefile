@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ci-pipeline-exporter demo --log-format console $(DEMO_ARGS)
+	$(BIN)/python -m simulator demo --log-format console $(DEMO_ARGS)
 
 # The real servers the integration tests start on loopback (Debian packages).
 servers:

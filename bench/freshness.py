@@ -52,7 +52,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "exporter",
+            "simulator",
             "simulate",
             "--scenario",
             "bench",

@@ -2,7 +2,7 @@
 
     python -m bench.scale [--sizes 1,50,500] [--write-doc]
 
-The simulator runs in its own process (`ci-pipeline-exporter simulate --scenario bench`: 5
+The simulator runs in its own process (`python -m simulator simulate --scenario bench`: 5
 workflows per repository, 10 jobs of 8 steps per run, a run per repository every 10 simulated
 minutes); the exporter runs in this process, so CPU seconds and peak RSS are the exporter's (the
 parse of this script and the naive poller included in RSS). Request counts come from the
@@ -36,7 +36,7 @@ class Simulator:
             [
                 sys.executable,
                 "-m",
-                "exporter",
+                "simulator",
                 "simulate",
                 "--scenario",
                 "bench",

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +34,8 @@ def _env_default(name: str, default: str | None) -> str | None:
     return os.environ.get(f"CIPE_CLI_{name}", default)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def log_options() -> argparse.ArgumentParser:
+    """--log-format and --log-level, shared by every command (and the simulator's)."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--log-format",
@@ -50,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="minimum level (env CIPE_CLI_LOG_LEVEL; default: %(default)s)",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = log_options()
     parser = _Parser(prog="ci-pipeline-exporter", description=__doc__, parents=[common])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -59,24 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--listen", help=f"HOST:PORT (default: the config's listen, {DEFAULT_LISTEN})"
     )
-
-    demo = sub.add_parser("demo", parents=[common], help="the exporter against built-in simulators")
-    demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default: %(default)s)")
-    demo.add_argument(
-        "--scenario",
-        default="seed",
-        help="seed, optimized, regression or journey (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--seed", type=int, default=1, help="random seed of the scenario (default: %(default)s)"
-    )
-    demo.add_argument(
-        "--speed",
-        type=float,
-        default=300.0,
-        help="simulated seconds per real second (default: %(default)s)",
-    )
-    demo.add_argument("--state", help="state file (default: a temporary directory)")
 
     once = sub.add_parser(
         "once", parents=[common], help="poll every source once and print the metrics"
@@ -131,25 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="dotted components of classname that name the suite (default: %(default)s)",
     )
 
-    simulate = sub.add_parser(
-        "simulate", parents=[common], help="run the GitHub Actions simulator alone"
-    )
-    simulate.add_argument(
-        "--listen", default="127.0.0.1:0", help="HOST:PORT (default: %(default)s)"
-    )
-    simulate.add_argument("--scenario", default="seed")
-    simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--speed", type=float, default=0.0)
-    simulate.add_argument("--repository", action="append", help="owner/name (repeatable)")
-    simulate.add_argument(
-        "--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1"
-    )
-    simulate.add_argument("--token", default="sim-token")
-    simulate.add_argument("--app", help="APP_ID:INSTALLATION_ID:PUBLIC_KEY_FILE for App auth")
     return parser
 
 
-def _install_sigterm(stop: threading.Event) -> None:
+def install_sigterm(stop: threading.Event) -> None:
     def handler(_signum: int, _frame: Any) -> None:
         stop.set()
 
@@ -176,7 +147,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _exit_now(code: int) -> None:
+def exit_now(code: int) -> None:
     """After an orderly stop (store closed), leave without joining worker threads: a poll still
     waiting on the network must not hold the process past its grace period."""
     import logging
@@ -187,13 +158,13 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> int:
+def serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> int:
     app.start(listen)
     stop.wait()
     log.info("stopping")
     app.stop()
     log.info("stopped")
-    _exit_now(EXIT_OK)
+    exit_now(EXIT_OK)
     return EXIT_OK
 
 
@@ -207,68 +178,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"--listen: {exc}") from None
     stop = threading.Event()
-    _install_sigterm(stop)
+    install_sigterm(stop)
     app = App(config)
-    return _serve_until_stopped(app, args.listen, stop)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from exporter.demo import Demo
-
-    try:
-        host, port = parse_listen(args.listen)
-    except ValueError as exc:
-        raise ConfigError(f"--listen: {exc}") from None
-    stop = threading.Event()
-    _install_sigterm(stop)
-    state_dir = args.state or tempfile.mkdtemp(prefix="cipe-demo-")
-    demo = Demo(
-        scenario=args.scenario,
-        seed=args.seed,
-        speed=args.speed,
-        state_path=str(Path(state_dir) / "state.db") if not args.state else args.state,
-    )
-    demo.start(f"{host}:{port}")
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    print(
-        f"ci-pipeline-exporter demo: http://{shown}:{demo.port}/metrics "
-        f"(scenario {args.scenario}; GitHub simulator at {demo.github_url})",
-        flush=True,
-    )
-    stop.wait()
-    demo.stop()
-    _exit_now(EXIT_OK)
-    return EXIT_OK
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from exporter.simulator.github import GitHubSimulator
-
-    host, port = parse_listen(args.listen)
-    app = None
-    if args.app:
-        app_id, installation, key_file = args.app.split(":", 2)
-        app = (int(app_id), int(installation), Path(key_file).read_text(encoding="utf-8"))
-    sim = GitHubSimulator(
-        args.scenario,
-        seed=args.seed,
-        speed=args.speed,
-        token=args.token,
-        app=app,
-        repositories=tuple(
-            args.repository
-            or [f"acme/repo-{i}" for i in range(args.repositories)]
-            or ["acme/webapp"]
-        ),
-        host=host,
-        port=port,
-    ).start()
-    print(json.dumps({"url": sim.url}), flush=True)
-    stop = threading.Event()
-    _install_sigterm(stop)
-    stop.wait()
-    sim.stop()
-    return EXIT_OK
+    return serve_until_stopped(app, args.listen, stop)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -308,10 +220,8 @@ COMMANDS = {
     "analyze": cmd_analyze,
     "backfill": cmd_backfill,
     "serve": cmd_serve,
-    "demo": cmd_demo,
     "once": cmd_once,
     "check-config": cmd_check_config,
-    "simulate": cmd_simulate,
 }
 
 

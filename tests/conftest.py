@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import TOKEN, write_config
 from tests.schemas import validated_simulator
 

@@ -66,6 +66,11 @@ def exporter_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "exporter", *args]
 
 
+def simulator_cmd(*args: str) -> list[str]:
+    """The development tools (demo, simulate) from the checkout: not part of the exporter's wheel."""
+    return [sys.executable, "-m", "simulator", *args]
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

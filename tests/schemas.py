@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import REFERENCE
 
 SCHEMA_OF_HANDLER = {

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,12 @@ def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     )
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(wheels.glob("ci_pipeline_exporter-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        sources = b"".join(archive.read(n) for n in names if n.endswith(".py"))
+    # The production wheel carries no simulator and no test hooks.
+    assert not any(n.startswith(("simulator/", "exporter/simulator/", "tests/")) for n in names)
+    assert b"/_sim/" not in sources and b"payload_hooks" not in sources
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(

@@ -17,7 +17,7 @@ from grafana.dashboards import queries
 from grafana.generate import ROOT as GRAFANA
 from grafana.generate import rules_yaml
 from grafana.knobs import Knobs
-from tests.helpers import ROOT, exporter_cmd, free_port, wait_for
+from tests.helpers import ROOT, free_port, simulator_cmd, wait_for
 from tests.servers import alertmanager, prometheus, query, webhook_receiver
 
 VARIABLES = {
@@ -44,7 +44,7 @@ def test_regression_alert_reaches_alertmanager_and_every_panel_has_data(tmp_path
     port = free_port()
     log = (tmp_path / "exporter.log").open("wb")
     demo = subprocess.Popen(
-        exporter_cmd(
+        simulator_cmd(
             "demo",
             "--scenario",
             "regression",

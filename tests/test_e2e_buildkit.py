@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import Exposition, run_cli, write_config
 from tests.schemas import validated_simulator
 

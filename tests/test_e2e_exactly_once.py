@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from exporter.simulator.github import Faults, GitHubSimulator
+from simulator.github import Faults, GitHubSimulator
 from tests.helpers import (
     Exposition,
     assert_matches_truth,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from exporter.simulator.github import Faults, GitHubSimulator
+from simulator.github import Faults, GitHubSimulator
 from tests.helpers import assert_matches_truth, free_port, scrape, serve, wait_for, write_config
 
 

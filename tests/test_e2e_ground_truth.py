@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import Exposition, assert_matches_truth, run_cli
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import Exposition, run_cli, write_config
 from tests.test_junit import BILLION_LAUGHS, _zip, zip_bomb
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import yaml
 
-from exporter.simulator.github import GitHubSimulator
-from exporter.simulator.model import Timeline
-from exporter.simulator.scenarios import SCENARIOS, Scenario
+from simulator.github import GitHubSimulator
+from simulator.model import Timeline
+from simulator.scenarios import SCENARIOS, Scenario
 from tests.helpers import TOKEN, Exposition, assert_matches_truth, run_cli, write_config
 from tests.schemas import ResponseValidator, validated_simulator
 

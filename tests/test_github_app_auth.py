@@ -8,7 +8,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import Exposition, run_cli, write_config
 from tests.schemas import validated_simulator
 

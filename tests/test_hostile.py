@@ -11,13 +11,13 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.simulator.github import GitHubSimulator
 from exporter.sources.errors import TooLarge, TransportError
 from exporter.sources.github.auth import TokenAuth
 from exporter.sources.github.client import GitHubClient
 from exporter.sources.http import RetryPolicy, make_client
 from exporter.sources.registry.client import MAX_MANIFEST_BYTES, MAX_PLATFORMS, RegistryClient
 from exporter.telemetry import Telemetry
+from simulator.github import GitHubSimulator
 from tests.helpers import Exposition, assert_matches_truth, run_cli, write_config
 from tests.hostile import Trickle, trickling_server
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.simulator.registry import RegistrySimulator
+from simulator.registry import RegistrySimulator
 from tests.helpers import Exposition, free_port, run_cli
 from tests.registry import (
     OCI_INDEX,

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from exporter.logging import SECRETS, configure_logging, get_logger
-from exporter.simulator.github import Faults, GitHubSimulator
+from simulator.github import Faults, GitHubSimulator
 from tests.helpers import TOKEN, run_cli
 
 

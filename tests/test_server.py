@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from exporter.simulator.github import Faults, GitHubSimulator
+from simulator.github import Faults, GitHubSimulator
 from tests.helpers import TOKEN, Exposition, exporter_cmd, free_port, serve, wait_for
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from exporter.config import ShardingConfig
-from exporter.simulator.registry import RegistrySimulator
+from simulator.registry import RegistrySimulator
 from tests.helpers import TOKEN, Exposition, run_cli
 from tests.schemas import validated_simulator
 

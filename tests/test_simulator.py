@@ -6,10 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from exporter.simulator.github import Faults, GitHubSimulator
-from exporter.simulator.model import Timeline
-from exporter.simulator.scenarios import SCENARIOS
 from exporter.timeutil import format_timestamp, parse_timestamp
+from simulator.github import Faults, GitHubSimulator
+from simulator.model import Timeline
+from simulator.scenarios import SCENARIOS
 from tests.helpers import TOKEN
 from tests.schemas import ResponseValidator, validated_simulator
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from exporter.simulator.github import GitHubSimulator
+from simulator.github import GitHubSimulator
 from tests.helpers import (
     Exposition,
     assert_matches_truth,

@@ -27,15 +27,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 
-from exporter.simulator.artifacts import JUnitArtifact, junit_artifact
-from exporter.simulator.blobs import BlobServer
-from exporter.simulator.buildlogs import JobLog, backend_for, cache_entries, job_log
-from exporter.simulator.clock import SimClock
-from exporter.simulator.loopback import LoopbackServer
-from exporter.simulator.model import SimAttempt, SimRun, Timeline
-from exporter.simulator.render import artifact_payload, job_payload, run_payload
-from exporter.simulator.scenarios import SCENARIOS, Scenario
 from exporter.timeutil import format_timestamp, parse_timestamp
+from simulator.artifacts import JUnitArtifact, junit_artifact
+from simulator.blobs import BlobServer
+from simulator.buildlogs import JobLog, backend_for, cache_entries, job_log
+from simulator.clock import SimClock
+from simulator.loopback import LoopbackServer
+from simulator.model import SimAttempt, SimRun, Timeline
+from simulator.render import artifact_payload, job_payload, run_payload
+from simulator.scenarios import SCENARIOS, Scenario
 
 SEARCH_CAP = 1000
 

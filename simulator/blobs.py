@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.simulator.loopback import LoopbackServer
+from simulator.loopback import LoopbackServer
 
 # name → (bytes or None when gone)
 Resolver = Callable[[str], bytes | None]

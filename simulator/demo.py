@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from exporter.app import App
 from exporter.config import validate_config
-from exporter.simulator.github import GitHubSimulator
-from exporter.simulator.registry import IMAGE_SETS, RegistrySimulator
-from exporter.simulator.scenarios import SCENARIOS
+from simulator.github import GitHubSimulator
+from simulator.registry import IMAGE_SETS, RegistrySimulator
+from simulator.scenarios import SCENARIOS
 
 DEMO_TOKEN = "demo-token-not-secret"
 DEMO_REPOSITORY = "acme/webapp"

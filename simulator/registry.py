@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from exporter.analysis.images import OCI_INDEX, OCI_MANIFEST
-from exporter.simulator.loopback import LoopbackServer
+from simulator.loopback import LoopbackServer
 
 MB = 1_000_000
 # name → [(layer id, size)]; layer ids shared between images are shared blobs.

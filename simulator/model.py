@@ -8,7 +8,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from exporter.simulator.scenarios import JobSpec, Scenario, git_blob_sha, rng_for, workflow_yaml
+from simulator.scenarios import JobSpec, Scenario, git_blob_sha, rng_for, workflow_yaml
 
 
 @dataclass

@@ -10,13 +10,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from exporter.simulator.model import SimAttempt, SimJob, SimRun
 from exporter.timeutil import format_timestamp
+from simulator.model import SimAttempt, SimJob, SimRun
 
 
 @cache
 def _template(name: str) -> dict[str, Any]:
-    text = resources.files("exporter.simulator").joinpath("data", name).read_text(encoding="utf-8")
+    text = resources.files("simulator").joinpath("data", name).read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

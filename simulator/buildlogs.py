@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.simulator.model import SimJob, SimRun
-from exporter.simulator.scenarios import rng_for
+from simulator.model import SimJob, SimRun
+from simulator.scenarios import rng_for
 
 # Docker steps: step name → (stage, [(Dockerfile instruction, expected label, main?)]).
 # The `main` instruction takes the step's remaining time; the others are small.

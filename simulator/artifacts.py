@@ -7,8 +7,8 @@ import io
 import zipfile
 from dataclasses import dataclass
 
-from exporter.simulator.model import SimAttempt, SimRun
-from exporter.simulator.scenarios import rng_for
+from simulator.model import SimAttempt, SimRun
+from simulator.scenarios import rng_for
 
 # The mission's test suite: 10 minutes split over six apps (relative weights).
 APPS = (
