@@ -30,7 +30,7 @@ tools: | $(BIN)/python
 test: $(STAMP) servers tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
 
 # Benchmarks write their tables into docs/performance.md.
 bench: $(STAMP)

@@ -131,7 +131,7 @@ def measure(size: int, tmp: Path) -> dict[str, Any]:
         busy = exporter_cycle(app, sim)
         naive_idle = naive_cycle(repositories, sim)
         naive_idle_again = naive_cycle(repositories, sim)
-        series = len(app.store.histograms) + len(app.store.counters) + len(app.store.gauges)
+        series = sum(len(s) for s in app.store.aggregates.series.values())
     finally:
         app.close()
         sim.stop()

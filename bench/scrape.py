@@ -16,7 +16,8 @@ from bench.report import machine, update_section
 from exporter import metrics as m
 from exporter.collector import StoreCollector
 from exporter.config import validate_config
-from exporter.state import Store
+from exporter.observations import Observe, Unit
+from exporter.store import Store
 
 BUCKETS = m.STEP_DURATION.buckets
 PER_SERIES = len(BUCKETS) + 3  # buckets, +Inf, _sum, _count
@@ -32,9 +33,11 @@ def labels_for(count: int) -> list[tuple[str, ...]]:
 def ours(label_sets: list[tuple[str, ...]]) -> tuple[CollectorRegistry, Store]:
     store = Store(":memory:", max_series_per_metric=10_000_000)
     repos = sorted({labels[0] for labels in label_sets})
-    with store.transaction() as tx:
-        for index, labels in enumerate(label_sets):
-            tx.observe(m.STEP_DURATION, labels, float(index % 97))
+    items = tuple(
+        Observe(m.STEP_DURATION, labels, float(index % 97))
+        for index, labels in enumerate(label_sets)
+    )
+    store.commit(Unit("bench", items=items))
     config = validate_config({"github": {"repositories": [{"name": r} for r in repos]}})
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(store, config))

@@ -50,7 +50,9 @@ def build_auth(github: GitHubConfig, environ: Mapping[str, str], http: httpx.Cli
             key = read_private_key(github.app.private_key_file)
         except AuthError as exc:
             raise ConfigError(f"github.app.private_key_file: {exc}") from None
-        return AppAuth(github.app.app_id, github.app.installation_id, key, github.api_url, http)
+        return AppAuth(
+            github.app.app_id, github.app.installation_id, key, github.api_url, http=http
+        )
     if github.token_file:
         try:
             token = Path(github.token_file).read_text(encoding="utf-8").strip()
@@ -230,19 +232,23 @@ class App:
         self.scheduler.start()
         log.info("serving", listen=self.server.listen, sources=len(self.jobs))
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
         """Stop polling (requests in flight end, no new ones start), finish the write in progress,
-        close the store."""
+        close the store. True when every poll ended within `timeout`."""
         self.stopping.set()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         deadline = time.monotonic() + timeout
+        ended = True
         for job in self.jobs:
             if job.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 job.lock.release()
+            else:
+                ended = False
         if self.server is not None:
             self.server.stop()
         self.close()
+        return ended
 
     def close(self) -> None:
         self.store.close()

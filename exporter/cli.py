@@ -34,7 +34,7 @@ def _env_default(name: str, default: str | None) -> str | None:
     return os.environ.get(f"CIPE_CLI_{name}", default)
 
 
-def log_options() -> argparse.ArgumentParser:
+def log_options() -> _Parser:
     """--log-format and --log-level, shared by every command (and the simulator's)."""
     common = _Parser(add_help=False)
     common.add_argument(
@@ -148,8 +148,8 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def exit_now(code: int) -> None:
-    """After an orderly stop (store closed), leave without joining worker threads: a poll still
-    waiting on the network must not hold the process past its grace period."""
+    """After an orderly stop (store closed) that a poll outlived, leave without joining worker
+    threads: a poll still waiting on the network must not hold the process past its grace period."""
     import logging
 
     logging.shutdown()
@@ -162,9 +162,10 @@ def serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> 
     app.start(listen)
     stop.wait()
     log.info("stopping")
-    app.stop()
+    if not app.stop():
+        log.warning("a poll outlived the grace period; leaving without it")
+        exit_now(EXIT_OK)
     log.info("stopped")
-    exit_now(EXIT_OK)
     return EXIT_OK
 
 

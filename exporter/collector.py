@@ -64,6 +64,7 @@ def add_sample(
     labels: Sequence[str],
     series: Series,
     bounds: Sequence[float],
+    *,
     timestamp: float | None = None,
 ) -> None:
     if isinstance(target, HistogramMetricFamily):
@@ -105,7 +106,8 @@ class StoreCollector(Collector):
     def _targets(self) -> Iterator[Metric]:
         target = family(m.TARGET)
         baseline = family(m.BASELINE)
-        assert isinstance(target, GaugeMetricFamily) and isinstance(baseline, GaugeMetricFamily)
+        assert isinstance(target, GaugeMetricFamily)
+        assert isinstance(baseline, GaugeMetricFamily)
         for t in self.config.targets:
             for bound in ("lower", "upper"):
                 labels = [t.repository, t.workflow, t.branch, bound]

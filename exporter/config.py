@@ -7,6 +7,8 @@ pydantic-settings' source for the same fields and overrides the file key by key.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -258,8 +260,6 @@ def check_base_url(value: str, credentials_hint: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
@@ -282,8 +282,6 @@ class ShardingConfig(_Strict):
         return self
 
     def owns(self, key: str) -> bool:
-        import hashlib
-
         digest = hashlib.sha256(key.encode()).digest()
         return int.from_bytes(digest[:8], "big") % self.total == self.index
 

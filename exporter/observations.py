@@ -14,6 +14,7 @@ from typing import Any
 
 from exporter import metrics as m
 from exporter.analysis.build_log import JobLogFacts
+from exporter.analysis.buildkit import BuildSummary
 from exporter.analysis.junit import RESULTS, Report
 from exporter.analysis.pipeline import JobFacts, RunFacts
 
@@ -269,25 +270,7 @@ def build_log_items(data: Mapping[str, Any], facts: JobLogFacts, repo: str) -> l
     completed_at = float(data["completed_at"])
     items: list[Item] = []
     for build in facts.builds:
-        scope = (repo, workflow, job, build.cache_backend)
-        items.append(Observe(m.BUILDKIT_BUILD, scope, build.duration_seconds))
-        if build.imported:
-            items.append(Observe(m.BUILDKIT_IMPORT, scope, build.cache_import_seconds))
-        if build.exported:
-            items.append(Observe(m.BUILDKIT_EXPORT, scope, build.cache_export_seconds))
-        for result, count in build.steps.items():
-            if count:
-                items.append(Increment(m.BUILDKIT_STEPS, (repo, workflow, job, result), count))
-        if build.cache_hit_ratio is not None:
-            # Builds of one log in order: the last one is the latest.
-            at = completed_at + build.index * 1e-3
-            items.append(
-                Latest(m.BUILDKIT_HIT_RATIO, (repo, workflow, job), build.cache_hit_ratio, at)
-            )
-        for instruction in build.instructions:
-            if instruction.result == "executed":
-                labels = (repo, workflow, job, instruction.stage, instruction.instruction)
-                items.append(Observe(m.BUILDKIT_STEP_DURATION, labels, instruction.seconds))
+        items.extend(_build_items(build, (repo, workflow, job), completed_at))
     step_seconds = {int(step[0]): float(step[4]) for step in data.get("steps", ())}
     for restore in facts.restores:
         items.append(Increment(m.CACHE_RESTORES, (repo, workflow, job, str(restore.result))))
@@ -295,6 +278,31 @@ def build_log_items(data: Mapping[str, Any], facts: JobLogFacts, repo: str) -> l
             items.append(
                 Observe(m.CACHE_RESTORE_SECONDS, (repo, workflow, job), step_seconds[restore.step])
             )
+    return items
+
+
+def _build_items(build: BuildSummary, job: Labels, completed_at: float) -> list[Item]:
+    """One BuildKit build of a job: duration, cache import/export, steps, hit ratio, instructions."""
+    scope = (*job, build.cache_backend)
+    items: list[Item] = [Observe(m.BUILDKIT_BUILD, scope, build.duration_seconds)]
+    if build.imported:
+        items.append(Observe(m.BUILDKIT_IMPORT, scope, build.cache_import_seconds))
+    if build.exported:
+        items.append(Observe(m.BUILDKIT_EXPORT, scope, build.cache_export_seconds))
+    items.extend(
+        Increment(m.BUILDKIT_STEPS, (*job, result), count)
+        for result, count in build.steps.items()
+        if count
+    )
+    if build.cache_hit_ratio is not None:
+        # Builds of one log in order: the last one is the latest.
+        at = completed_at + build.index * 1e-3
+        items.append(Latest(m.BUILDKIT_HIT_RATIO, job, build.cache_hit_ratio, at))
+    items.extend(
+        Observe(m.BUILDKIT_STEP_DURATION, (*job, i.stage, i.instruction), i.seconds)
+        for i in build.instructions
+        if i.result == "executed"
+    )
     return items
 
 

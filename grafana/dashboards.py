@@ -72,6 +72,7 @@ def _base(
     title: str,
     description: str,
     k: Knobs,
+    *,
     branch: bool = True,
     job_variable: str | None = None,
 ) -> dashboard.Dashboard:

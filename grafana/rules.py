@@ -15,7 +15,7 @@ CI_JOB = "job_name"
 
 
 def _median(
-    metric: str, keys: str, window: str, sel: str, extra: str = "", offset: str = ""
+    metric: str, keys: str, window: str, sel: str, *, extra: str = "", offset: str = ""
 ) -> str:
     off = f" offset {offset}" if offset else ""
     matchers = ", ".join(x for x in (sel, extra) if x)
@@ -25,7 +25,9 @@ def _median(
     )
 
 
-def _count(metric: str, keys: str, window: str, sel: str, extra: str = "", offset: str = "") -> str:
+def _count(
+    metric: str, keys: str, window: str, sel: str, *, extra: str = "", offset: str = ""
+) -> str:
     off = f" offset {offset}" if offset else ""
     matchers = ", ".join(x for x in (sel, extra) if x)
     return f"sum by ({keys}) (increase({metric}_count{{{matchers}}}[{window}]{off}))"
@@ -34,6 +36,7 @@ def _count(metric: str, keys: str, window: str, sel: str, extra: str = "", offse
 def _alert(
     name: str,
     expr: str,
+    *,
     duration: str,
     severity: str,
     summary: str,
@@ -80,7 +83,7 @@ def recording_rules(k: Knobs) -> list[dict[str, Any]]:
         f'max by ({RUN_KEYS}) (cicd_pipeline_baseline_duration_seconds{{{sel}, bound="upper"}})'
     )
     target = f'max by ({RUN_KEYS}) (cicd_pipeline_target_duration_seconds{{{sel}, bound="upper"}})'
-    median = _median(RUN, RUN_KEYS, k.progress_window, sel, 'result="success"')
+    median = _median(RUN, RUN_KEYS, k.progress_window, sel, extra='result="success"')
     rules.append(
         {
             "record": "ci:cicd_pipeline_target_progress:ratio",
@@ -94,22 +97,22 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
     sel = k.selector
     success = 'result="success"'
     above = (
-        f"({_median(RUN, RUN_KEYS, k.above_target_window, sel, success)} "
+        f"({_median(RUN, RUN_KEYS, k.above_target_window, sel, extra=success)} "
         f'> on({RUN_KEYS}) group_left max by ({RUN_KEYS}) (cicd_pipeline_target_duration_seconds{{{sel}, bound="upper"}}))'
-        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.above_target_window, sel, success)} >= {k.above_target_min_runs})"
+        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.above_target_window, sel, extra=success)} >= {k.above_target_min_runs})"
     )
     regression = (
-        f"({_median(RUN, RUN_KEYS, k.regression_recent, sel, success)} "
-        f"> {k.regression_factor} * {_median(RUN, RUN_KEYS, k.regression_baseline, sel, success, k.regression_recent)})"
-        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_recent, sel, success)} >= {k.regression_min_runs})"
-        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_baseline, sel, success, k.regression_recent)} >= {k.regression_min_runs})"
+        f"({_median(RUN, RUN_KEYS, k.regression_recent, sel, extra=success)} "
+        f"> {k.regression_factor} * {_median(RUN, RUN_KEYS, k.regression_baseline, sel, extra=success, offset=k.regression_recent)})"
+        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_recent, sel, extra=success)} >= {k.regression_min_runs})"
+        f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_baseline, sel, extra=success, offset=k.regression_recent)} >= {k.regression_min_runs})"
     )
     job_keys = f"repository, workflow, branch, {CI_JOB}"
     job_regression = (
-        f"({_median(JOB, job_keys, k.regression_recent, sel, success)} "
-        f"> {k.job_regression_factor} * {_median(JOB, job_keys, k.regression_baseline, sel, success, k.regression_recent)})"
-        f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_recent, sel, success)} >= {k.regression_min_runs})"
-        f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_baseline, sel, success, k.regression_recent)} >= {k.regression_min_runs})"
+        f"({_median(JOB, job_keys, k.regression_recent, sel, extra=success)} "
+        f"> {k.job_regression_factor} * {_median(JOB, job_keys, k.regression_baseline, sel, extra=success, offset=k.regression_recent)})"
+        f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_recent, sel, extra=success)} >= {k.regression_min_runs})"
+        f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_baseline, sel, extra=success, offset=k.regression_recent)} >= {k.regression_min_runs})"
     )
     queue = (
         f"histogram_quantile(0.9, sum by (repository, workflow, {CI_JOB}, le) "
@@ -141,106 +144,106 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
         _alert(
             "CIPipelineAboveTarget",
             above,
-            k.above_target_for,
-            "warning",
-            "CI pipeline {{ $labels.repository }} {{ $labels.workflow }} ({{ $labels.branch }}) is above its target",
-            f"Fewer than half of the successful runs in the last {k.above_target_window} finished within the "
+            duration=k.above_target_for,
+            severity="warning",
+            summary="CI pipeline {{ $labels.repository }} {{ $labels.workflow }} ({{ $labels.branch }}) is above its target",
+            description=f"Fewer than half of the successful runs in the last {k.above_target_window} finished within the "
             "target's upper bound.",
-            "pipeline",
-            k,
+            dashboard="pipeline",
+            k=k,
         ),
         _alert(
             "CIPipelineDurationRegression",
             regression,
-            k.regression_for,
-            "warning",
-            "CI pipeline {{ $labels.repository }} {{ $labels.workflow }} ({{ $labels.branch }}) got slower",
-            f"The median run of the last {k.regression_recent} is more than {k.regression_factor}× the median of "
+            duration=k.regression_for,
+            severity="warning",
+            summary="CI pipeline {{ $labels.repository }} {{ $labels.workflow }} ({{ $labels.branch }}) got slower",
+            description=f"The median run of the last {k.regression_recent} is more than {k.regression_factor}× the median of "
             f"the {k.regression_baseline} before.",
-            "pipeline",
-            k,
+            dashboard="pipeline",
+            k=k,
         ),
         _alert(
             "CIJobDurationRegression",
             job_regression,
-            k.regression_for,
-            "warning",
-            "CI job {{ $labels.job_name }} in {{ $labels.repository }} {{ $labels.workflow }} got slower",
-            f"The job's median of the last {k.regression_recent} is more than {k.job_regression_factor}× its "
+            duration=k.regression_for,
+            severity="warning",
+            summary="CI job {{ $labels.job_name }} in {{ $labels.repository }} {{ $labels.workflow }} got slower",
+            description=f"The job's median of the last {k.regression_recent} is more than {k.job_regression_factor}× its "
             f"median of the {k.regression_baseline} before.",
-            "bottlenecks",
-            k,
+            dashboard="bottlenecks",
+            k=k,
         ),
         _alert(
             "CIJobQueueTimeHigh",
             queue,
-            k.queue_for,
-            "warning",
-            "Jobs of {{ $labels.repository }} wait for runners",
-            f"The 90th percentile queue time of {{{{ $labels.job_name }}}} over {k.queue_window} is above "
+            duration=k.queue_for,
+            severity="warning",
+            summary="Jobs of {{ $labels.repository }} wait for runners",
+            description=f"The 90th percentile queue time of {{{{ $labels.job_name }}}} over {k.queue_window} is above "
             f"{k.queue_p90_seconds:g} seconds.",
-            "bottlenecks",
-            k,
+            dashboard="bottlenecks",
+            k=k,
         ),
         _alert(
             "CIBuildCacheHitRatioLow",
             cache_hit,
-            k.cache_hit_for,
-            "info",
-            "BuildKit cache hits are low for {{ $labels.job_name }} in {{ $labels.repository }}",
-            f"Less than {k.cache_hit_min_ratio:.0%} of the Dockerfile steps over {k.cache_hit_window} came from cache.",
-            "build-cache",
-            k,
+            duration=k.cache_hit_for,
+            severity="info",
+            summary="BuildKit cache hits are low for {{ $labels.job_name }} in {{ $labels.repository }}",
+            description=f"Less than {k.cache_hit_min_ratio:.0%} of the Dockerfile steps over {k.cache_hit_window} came from cache.",
+            dashboard="build-cache",
+            k=k,
         ),
         _alert(
             "CIActionsCacheNearLimit",
             actions_cache,
-            k.actions_cache_for,
-            "warning",
-            "The Actions cache of {{ $labels.repository }} is nearly full",
-            f"Cache usage is above {k.actions_cache_ratio:.0%} of the limit; GitHub evicts the oldest entries.",
-            "build-cache",
-            k,
+            duration=k.actions_cache_for,
+            severity="warning",
+            summary="The Actions cache of {{ $labels.repository }} is nearly full",
+            description=f"Cache usage is above {k.actions_cache_ratio:.0%} of the limit; GitHub evicts the oldest entries.",
+            dashboard="build-cache",
+            k=k,
         ),
         _alert(
             "CIImageSizeGrowth",
             image,
-            k.image_growth_for,
-            "info",
-            "Image {{ $labels.image }}:{{ $labels.tag }} ({{ $labels.platform }}) grew",
-            f"It is more than {k.image_growth_factor}× its size {k.image_growth_offset} ago.",
-            "images",
-            k,
+            duration=k.image_growth_for,
+            severity="info",
+            summary="Image {{ $labels.image }}:{{ $labels.tag }} ({{ $labels.platform }}) grew",
+            description=f"It is more than {k.image_growth_factor}× its size {k.image_growth_offset} ago.",
+            dashboard="images",
+            k=k,
         ),
         _alert(
             "CIPipelineExporterDown",
             f"ci_pipeline_exporter_up{{{sel}}} == 0",
-            k.exporter_down_for,
-            "critical",
-            "ci-pipeline-exporter cannot poll {{ $labels.source }}",
-            "The source's polls fail; its metrics are stale. See ci_pipeline_exporter_poll_errors_total.",
-            "exporter",
-            k,
+            duration=k.exporter_down_for,
+            severity="critical",
+            summary="ci-pipeline-exporter cannot poll {{ $labels.source }}",
+            description="The source's polls fail; its metrics are stale. See ci_pipeline_exporter_poll_errors_total.",
+            dashboard="exporter",
+            k=k,
         ),
         _alert(
             "CIPipelineExporterStale",
             stale,
-            k.stale_for,
-            "warning",
-            "No successful poll of {{ $labels.source }} for a while",
-            f"The last successful poll is older than {k.stale_factor}× the poll interval.",
-            "exporter",
-            k,
+            duration=k.stale_for,
+            severity="warning",
+            summary="No successful poll of {{ $labels.source }} for a while",
+            description=f"The last successful poll is older than {k.stale_factor}× the poll interval.",
+            dashboard="exporter",
+            k=k,
         ),
         _alert(
             "CIGitHubRateLimitLow",
             rate,
-            k.rate_limit_for,
-            "warning",
-            "GitHub API rate limit ({{ $labels.resource }}) is running out",
-            f"Less than {k.rate_limit_ratio:.0%} of the limit remains; polling slows down and pauses.",
-            "exporter",
-            k,
+            duration=k.rate_limit_for,
+            severity="warning",
+            summary="GitHub API rate limit ({{ $labels.resource }}) is running out",
+            description=f"Less than {k.rate_limit_ratio:.0%} of the limit remains; polling slows down and pauses.",
+            dashboard="exporter",
+            k=k,
         ),
     ]
 

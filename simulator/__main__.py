@@ -24,25 +24,38 @@ from exporter.logging import configure_logging
 
 def build_parser() -> argparse.ArgumentParser:
     common = log_options()
-    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__, parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator", description=__doc__, parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", parents=[common], help="the exporter against the simulators")
     demo.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default: %(default)s)")
     demo.add_argument(
-        "--scenario", default="seed", help="seed, optimized, regression or journey (default: %(default)s)"
+        "--scenario",
+        default="seed",
+        help="seed, optimized, regression or journey (default: %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     demo.add_argument(
-        "--speed", type=float, default=300.0, help="simulated seconds per real second (default: %(default)s)"
+        "--speed",
+        type=float,
+        default=300.0,
+        help="simulated seconds per real second (default: %(default)s)",
     )
     demo.add_argument("--state", help="state file (default: a temporary directory)")
-    simulate = sub.add_parser("simulate", parents=[common], help="the GitHub Actions simulator alone")
-    simulate.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (default: %(default)s)")
+    simulate = sub.add_parser(
+        "simulate", parents=[common], help="the GitHub Actions simulator alone"
+    )
+    simulate.add_argument(
+        "--listen", default="127.0.0.1:0", help="HOST:PORT (default: %(default)s)"
+    )
     simulate.add_argument("--scenario", default="seed")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--speed", type=float, default=0.0)
     simulate.add_argument("--repository", action="append", help="owner/name (repeatable)")
-    simulate.add_argument("--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1")
+    simulate.add_argument(
+        "--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1"
+    )
     simulate.add_argument("--token", default="sim-token")
     simulate.add_argument("--app", help="APP_ID:INSTALLATION_ID:PUBLIC_KEY_FILE for App auth")
     return parser
@@ -80,7 +93,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.app:
         app_id, installation, key_file = args.app.split(":", 2)
         app = (int(app_id), int(installation), Path(key_file).read_text(encoding="utf-8"))
-    repositories = args.repository or [f"acme/repo-{i}" for i in range(args.repositories)] or ["acme/webapp"]
+    repositories = (
+        args.repository or [f"acme/repo-{i}" for i in range(args.repositories)] or ["acme/webapp"]
+    )
     sim = GitHubSimulator(
         args.scenario,
         seed=args.seed,

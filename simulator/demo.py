@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.app import App
-from exporter.config import validate_config
+from exporter.config import ConfigError, validate_config
 from simulator.github import GitHubSimulator
 from simulator.registry import IMAGE_SETS, RegistrySimulator
 from simulator.scenarios import SCENARIOS
@@ -21,8 +21,6 @@ class Demo:
         state_path: str = ":memory:",
     ) -> None:
         if scenario not in SCENARIOS:
-            from exporter.config import ConfigError
-
             raise ConfigError(
                 f"--scenario: unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})"
             )

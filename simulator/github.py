@@ -413,8 +413,8 @@ class GitHubSimulator:
                     attempt,
                     t,
                     self._base(h),
-                    run.workflow,
-                    run.workflow_path,
+                    workflow_name=run.workflow,
+                    path=run.workflow_path,
                 )
             )
         if "status" in q:
@@ -465,8 +465,8 @@ class GitHubSimulator:
                 attempt,
                 t,
                 self._base(h),
-                run.workflow,
-                run.workflow_path,
+                workflow_name=run.workflow,
+                path=run.workflow_path,
             ),
             {},
         )
@@ -490,8 +490,8 @@ class GitHubSimulator:
                 attempts[0],
                 t,
                 self._base(h),
-                run.workflow,
-                run.workflow_path,
+                workflow_name=run.workflow,
+                path=run.workflow_path,
             ),
             {},
         )
@@ -506,7 +506,11 @@ class GitHubSimulator:
                 continue
             for job in attempt.jobs:
                 if job.created_at <= t:
-                    items.append(job_payload(run, attempt, job, t, self._base(h), run.workflow))
+                    items.append(
+                        job_payload(
+                            run, attempt, job, t, base=self._base(h), workflow_name=run.workflow
+                        )
+                    )
         return self._paginate(h, q, items, len(items), "jobs")
 
     def _attempt_jobs(
@@ -581,9 +585,9 @@ class GitHubSimulator:
                 run,
                 a.id,
                 a.name,
-                len(self.artifact_overrides.get(a.id, a.zip_bytes())),
-                a.created_at,
-                self._base(h),
+                size=len(self.artifact_overrides.get(a.id, a.zip_bytes())),
+                created_at=a.created_at,
+                base=self._base(h),
             )
             for a in self._artifacts_until(run, self.clock.now())
         ]
@@ -691,27 +695,41 @@ class GitHubSimulator:
             self.requests.append(entry)
 
     def control(self, method: str, path: str, q: dict[str, str], body: bytes) -> tuple[int, Any]:
-        if path == "/_sim/truth":
-            return 200, self.truth(float(q["t"]) if "t" in q else None)
-        if path == "/_sim/requests":
-            with self._lock:
-                return 200, list(self.requests)
-        if path == "/_sim/requests/clear" and method == "POST":
-            with self._lock:
-                self.requests.clear()
-            return 200, {"cleared": True}
-        if path == "/_sim/advance" and method == "POST":
-            return 200, {"now": self.clock.advance(float(q.get("seconds", "0")))}
-        if path == "/_sim/clock":
-            return 200, {"now": self.clock.now(), "speed": self.clock.speed}
-        if path == "/_sim/rerun" and method == "POST":
-            return self._control_rerun(q)
-        if path == "/_sim/faults" and method == "POST":
-            data = json.loads(body or b"{}")
-            known = {f.name for f in fields(Faults)}
-            self.set_faults(Faults(**{k: v for k, v in data.items() if k in known}))
-            return 200, asdict(self.faults)
-        return 404, {"message": "unknown control endpoint"}
+        handlers: dict[tuple[str, str], Callable[[dict[str, str], bytes], tuple[int, Any]]] = {
+            ("GET", "/_sim/truth"): lambda q, _: (
+                200,
+                self.truth(float(q["t"]) if "t" in q else None),
+            ),
+            ("GET", "/_sim/requests"): lambda _q, _b: (200, self._requests_copy()),
+            ("POST", "/_sim/requests/clear"): lambda _q, _b: self._clear_requests(),
+            ("POST", "/_sim/advance"): lambda q, _: (
+                200,
+                {"now": self.clock.advance(float(q.get("seconds", "0")))},
+            ),
+            ("GET", "/_sim/clock"): lambda _q, _b: (
+                200,
+                {"now": self.clock.now(), "speed": self.clock.speed},
+            ),
+            ("POST", "/_sim/rerun"): lambda q, _: self._control_rerun(q),
+            ("POST", "/_sim/faults"): lambda _q, body: self._control_faults(body),
+        }
+        handler = handlers.get((method, path))
+        return handler(q, body) if handler else (404, {"message": "unknown control endpoint"})
+
+    def _requests_copy(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.requests)
+
+    def _clear_requests(self) -> tuple[int, Any]:
+        with self._lock:
+            self.requests.clear()
+        return 200, {"cleared": True}
+
+    def _control_faults(self, body: bytes) -> tuple[int, Any]:
+        data = json.loads(body or b"{}")
+        known = {f.name for f in fields(Faults)}
+        self.set_faults(Faults(**{k: v for k, v in data.items() if k in known}))
+        return 200, asdict(self.faults)
 
     def _control_rerun(self, q: dict[str, str]) -> tuple[int, Any]:
         try:
@@ -788,67 +806,88 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         sim = self.sim
         split = urlsplit(self.path)
-        path = split.path
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if path.startswith("/_sim/"):
-            status, answer = sim.control(method, path, query, body)
+        if split.path.startswith("/_sim/"):
+            status, answer = sim.control(method, split.path, query, body)
             self._send(status, json.dumps(answer).encode(), {"Content-Type": "application/json"})
             return
         entry: dict[str, Any] = {
             "method": method,
-            "path": path,
+            "path": split.path,
             "query": split.query,
             "t": time.time(),
             "conditional": "If-None-Match" in self.headers,
         }
-        route_match = None
-        for route in sim.routes:
-            found = route.pattern.match(path)
-            if found and route.method == method:
-                route_match = (route, found)
-                break
-        is_token_request = path.startswith("/app/")
+        is_token_request = split.path.startswith("/app/")
         self.identity = (
             None if is_token_request else sim.authorized(self.headers.get("Authorization", ""))
         )
         entry["authorized"] = bool(self.identity) or is_token_request
-        fault = sim.draw_fault(path)
+        fault = sim.draw_fault(split.path)
         if fault == "latency":
             time.sleep(sim.faults.latency_seconds)
             fault = None
+        status, payload, extra = self._answer(method, split.path, query, fault, is_token_request)
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "X-GitHub-Api-Version-Selected": "2022-11-28",
+            **extra,
         }
-        extra: dict[str, str]
-        payload: Any
+        status, raw = self._body(status, payload, fault, headers)
+        entry["status"] = status
+        entry["fault"] = fault
+        sim.log_request(entry)
+        self._send(status, raw, headers)
+
+    def _answer(
+        self, method: str, path: str, query: dict[str, str], fault: str | None, token_request: bool
+    ) -> tuple[int, Any, dict[str, str]]:
+        """The route's answer, or the injected fault, or 401/404."""
+        sim = self.sim
+        route_match = next(
+            (
+                (route, found)
+                for route in sim.routes
+                if (found := route.pattern.match(path)) and route.method == method
+            ),
+            None,
+        )
         if route_match is None:
-            status, payload, extra = 404, {"message": "Not Found"}, {}
-        elif not is_token_request and self.identity is None:
-            status, payload, extra = 401, {"message": "Bad credentials"}, {}
-        elif fault == "error":
-            status, payload, extra = random.choice([500, 502, 503]), {"message": "Server Error"}, {}
-        elif fault == "rate_limit":
-            status = 403
-            payload = {
-                "message": "You have exceeded a secondary rate limit. Please wait a few "
-                "minutes before you try again."
-            }
-            extra = {"retry-after": "1"} if sim.fault_retry_after() else {}
-        else:
-            route, found = route_match
-            try:
-                status, payload, extra = route.handler(self, query, *found.groups())
-            except (ValueError, KeyError) as exc:
-                status, payload, extra = 422, {"message": f"Validation Failed: {exc}"}, {}
-            name = route.handler.__name__.lstrip("_")
-            if sim.on_response is not None:
-                sim.on_response(name, status, payload)
-            if name in sim.payload_hooks and status == 200:
-                payload = sim.payload_hooks[name](payload)
-        headers.update(extra)
+            return 404, {"message": "Not Found"}, {}
+        if not token_request and self.identity is None:
+            return 401, {"message": "Bad credentials"}, {}
+        if fault == "error":
+            return random.choice([500, 502, 503]), {"message": "Server Error"}, {}
+        if fault == "rate_limit":
+            message = (
+                "You have exceeded a secondary rate limit. Please wait a few minutes before "
+                "you try again."
+            )
+            return (
+                403,
+                {"message": message},
+                {"retry-after": "1"} if sim.fault_retry_after() else {},
+            )
+        route, found = route_match
+        try:
+            status, payload, extra = route.handler(self, query, *found.groups())
+        except (ValueError, KeyError) as exc:
+            return 422, {"message": f"Validation Failed: {exc}"}, {}
+        name = route.handler.__name__.lstrip("_")
+        if sim.on_response is not None:
+            sim.on_response(name, status, payload)
+        if name in sim.payload_hooks and status == 200:
+            payload = sim.payload_hooks[name](payload)
+        return status, payload, extra
+
+    def _body(
+        self, status: int, payload: Any, fault: str | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """The serialised body with its ETag (a 304 when it matches), rate-limit headers, and the
+        malformed or truncated fault applied."""
+        sim = self.sim
         raw = json.dumps(payload, separators=(",", ":")).encode()
         if status == 200:
             etag = 'W/"' + hashlib.sha256(raw).hexdigest()[:40] + '"'
@@ -872,7 +911,4 @@ class _Handler(BaseHTTPRequestHandler):
             raw = b"<html><body>Unicorn! This page is taking too long to load.</body></html>"
         elif status == 200 and fault == "truncate":
             raw = raw[: len(raw) // 2]
-        entry["status"] = status
-        entry["fault"] = fault
-        sim.log_request(entry)
-        self._send(status, raw, headers)
+        return status, raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import threading
 from dataclasses import dataclass, field
 
@@ -173,11 +174,13 @@ class Timeline:
             list_lag=self._list_lag(index),
         )
         fails = rng.random() < scenario.failure_rate
-        first = self._schedule(run, specs, 1, created, rng, "test-suite" if fails else None)
+        first = self._schedule(
+            run, specs, 1, created, rng=rng, fail_job="test-suite" if fails else None
+        )
         run.attempts.append(first)
         if fails and rng.random() < scenario.rerun_rate:
             start = math.floor(first.end + rng.uniform(60, 300))
-            run.attempts.append(self._schedule(run, specs, 2, start, rng, None))
+            run.attempts.append(self._schedule(run, specs, 2, start, rng=rng, fail_job=None))
         return run
 
     def _list_lag(self, index: int) -> float:
@@ -200,7 +203,7 @@ class Timeline:
             number = last.number + 1
             rng = rng_for(self.seed, self.repository, "rerun", run.index, number)
             specs = self.scenario.jobs_for(run.index)
-            attempt = self._schedule(run, specs, number, math.floor(at), rng, None)
+            attempt = self._schedule(run, specs, number, math.floor(at), rng=rng, fail_job=None)
             run.attempts.append(attempt)
             return attempt
 
@@ -210,12 +213,10 @@ class Timeline:
         specs: tuple[JobSpec, ...],
         number: int,
         t0: float,
-        rng: object,
+        *,
+        rng: random.Random,
         fail_job: str | None,
     ) -> SimAttempt:
-        import random
-
-        assert isinstance(rng, random.Random)
         done: dict[str, SimJob] = {}
         gate: dict[str, str | None] = {}
         used_ends: set[float] = set()

@@ -9,6 +9,7 @@ resolves (so `sha-<commit>` tags of each build exist)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -67,6 +68,16 @@ def _digest(text: str) -> str:
 
 def _raw(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+class _Reject(Exception):
+    """An error answer of the registry API (status, error code, message, extra headers)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 class RegistrySimulator:
@@ -255,51 +266,54 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _dispatch(self) -> None:
-        sim = self.sim
         split = urlsplit(self.path)
-        if split.path == "/token":
-            query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-            if sim.credentials is not None:
-                import base64
+        try:
+            if split.path == "/token":
+                self._token(split.query)
+                return
+            if split.path == "/v2/":
+                raise _Reject(401, "UNAUTHORIZED", "authentication required", self._challenge(""))
+            match = re.match(r"^/v2/(.+)/manifests/([^/]+)$", split.path)
+            if match is None:
+                raise _Reject(404, "NAME_UNKNOWN", "unknown")
+            self._manifest(*match.groups())
+        except _Reject as reject:
+            self._error(reject.status, reject.code, reject.message, reject.headers)
 
-                expected = "Basic " + base64.b64encode(":".join(sim.credentials).encode()).decode()
-                if self.headers.get("Authorization") != expected:
-                    self._error(401, "UNAUTHORIZED", "authentication required")
-                    return
-            token = sim.issue_token(query.get("scope", ""))
-            self._send(
-                200,
-                json.dumps({"token": token, "expires_in": 300}).encode(),
-                {"Content-Type": "application/json"},
-            )
+    def _token(self, raw_query: str) -> None:
+        sim = self.sim
+        query = {k: v[-1] for k, v in parse_qs(raw_query).items()}
+        if sim.credentials is not None:
+            expected = "Basic " + base64.b64encode(":".join(sim.credentials).encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                raise _Reject(401, "UNAUTHORIZED", "authentication required")
+        token = sim.issue_token(query.get("scope", ""))
+        answer = json.dumps({"token": token, "expires_in": 300}).encode()
+        self._send(200, answer, {"Content-Type": "application/json"})
+
+    def _manifest(self, name: str, reference: str) -> None:
+        media_type, body = self._find(name, reference)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        etag = f'"{digest}"'
+        if self.headers.get("If-None-Match") == etag:
+            self._send(304, b"", {"Docker-Content-Digest": digest, "Etag": etag})
             return
-        if split.path == "/v2/":
-            self._error(401, "UNAUTHORIZED", "authentication required", self._challenge(""))
-            return
-        match = re.match(r"^/v2/(.+)/manifests/([^/]+)$", split.path)
-        if match is None:
-            self._error(404, "NAME_UNKNOWN", "unknown")
-            return
-        name, reference = match.groups()
+        headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": etag}
+        self._send(200, body, headers)
+
+    def _find(self, name: str, reference: str) -> tuple[str, bytes]:
+        sim = self.sim
         if not sim.token_valid(self.headers.get("Authorization", ""), name):
-            self._error(401, "UNAUTHORIZED", "authentication required", self._challenge(name))
-            return
+            raise _Reject(401, "UNAUTHORIZED", "authentication required", self._challenge(name))
         fault = sim.faults.get(name)
         if fault == "429":
-            self._error(
-                429,
-                "TOOMANYREQUESTS",
-                "retry-after: 880.092µs, allowed: 44000/minute",
-                {"Retry-After": "120"},
-            )
-            return
+            too_many = "retry-after: 880.092µs, allowed: 44000/minute"
+            raise _Reject(429, "TOOMANYREQUESTS", too_many, {"Retry-After": "120"})
         if fault == "500":
-            self._error(500, "UNKNOWN", "internal error")
-            return
+            raise _Reject(500, "UNKNOWN", "internal error")
         manifests = sim.manifests(name)
         if manifests is None:
-            self._error(404, "NAME_UNKNOWN", "repository name not known to registry")
-            return
+            raise _Reject(404, "NAME_UNKNOWN", "repository name not known to registry")
         if fault == "malformed":
             # Every reference of this image answers with a truncated index.
             broken = (
@@ -310,22 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
             manifests = {reference: (OCI_INDEX, broken), "index": (OCI_INDEX, broken)}
         found = manifests.get(reference) if reference.startswith("sha256:") else manifests["index"]
         if found is None:
-            self._error(404, "MANIFEST_UNKNOWN", "manifest unknown")
-            return
-        media_type, body = found
-        accept = self.headers.get("Accept", "")
-        if media_type == OCI_INDEX and OCI_INDEX not in accept:
-            self._error(
-                404,
-                "MANIFEST_UNKNOWN",
-                "OCI index found, but accept header does not support OCI indexes",
-            )
-            return
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        etag = f'"{digest}"'
-        if self.headers.get("If-None-Match") == etag:
-            self._send(304, b"", {"Docker-Content-Digest": digest, "Etag": etag})
-            return
-        self._send(
-            200, body, {"Content-Type": media_type, "Docker-Content-Digest": digest, "Etag": etag}
-        )
+            raise _Reject(404, "MANIFEST_UNKNOWN", "manifest unknown")
+        if found[0] == OCI_INDEX and OCI_INDEX not in self.headers.get("Accept", ""):
+            no_index = "OCI index found, but accept header does not support OCI indexes"
+            raise _Reject(404, "MANIFEST_UNKNOWN", no_index)
+        return found

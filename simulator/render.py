@@ -36,7 +36,7 @@ def _ts(value: float | None) -> str | None:
 
 
 def run_payload(
-    run: SimRun, attempt: SimAttempt, t: float, base: str, workflow_name: str, path: str
+    run: SimRun, attempt: SimAttempt, t: float, base: str, *, workflow_name: str, path: str
 ) -> dict[str, Any]:
     template = _template("workflow-run.json")
     owner, name = run.repository.split("/")
@@ -100,7 +100,7 @@ def run_payload(
 
 
 def job_payload(
-    run: SimRun, attempt: SimAttempt, job: SimJob, t: float, base: str, workflow_name: str
+    run: SimRun, attempt: SimAttempt, job: SimJob, t: float, *, base: str, workflow_name: str
 ) -> dict[str, Any]:
     if t < job.started_at:
         status, conclusion, started, completed = "queued", None, job.created_at, None
@@ -190,6 +190,7 @@ def artifact_payload(
     run: SimRun,
     artifact_id: int,
     name: str,
+    *,
     size: int,
     created_at: float,
     base: str,

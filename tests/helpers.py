@@ -166,7 +166,7 @@ class Expected:
 
 
 def expected_from_truth(
-    truth: dict[str, Any], branches: set[str] = frozenset({"main"})
+    truth: dict[str, Any], branches: frozenset[str] = frozenset({"main"})
 ) -> dict[str, Expected]:
     """What each histogram must hold, from raw timestamps: run wall time, job execution and queue,
     step durations and critical path execution seconds."""

@@ -117,7 +117,8 @@ def test_critical_path_from_needs_and_from_timestamps() -> None:
     assert by_needs is None  # "unrelated-lint" can't be mapped: fall back
     mapped = jobs[:4]
     path = critical_path_from_needs(mapped, graph)
-    assert path is not None and [j.id for j in path] == [1, 3, 4]
+    assert path is not None
+    assert [j.id for j in path] == [1, 3, 4]
     assert sum(j.seconds for j in path) == 100 + 388 + 50
     assert [j.id for j in critical_path_from_timestamps(jobs)] == [5, 4]
     assert [j.id for j in critical_path_from_timestamps(mapped)] == [1, 3, 4]

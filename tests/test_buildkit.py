@@ -4,6 +4,7 @@ normalisation, step matching, cache restores, hostile input, and constant memory
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -40,7 +41,8 @@ def test_03_registry_import_and_cached_step() -> None:
     (build,) = builds_of("03_")
     assert build["cache_backend"] == "registry"
     assert build["cache_import_seconds"] == pytest.approx(0.5)
-    assert build["steps"]["cached"] == 1 and build["steps"]["executed"] == 0
+    assert build["steps"]["cached"] == 1
+    assert build["steps"]["executed"] == 0
     assert build["cache_hit_ratio"] == 1.0
     assert build["instructions"][0]["instruction"] == "RUN apk update"
 
@@ -156,12 +158,14 @@ def test_job_log_timestamps_continuations_and_steps() -> None:
         ("more", 1767225601.5),
         ("next", 1767225602.0),
     ]
+    assert first_ts is not None
     steps = [
         StepWindow(1, "Set up job", first_ts, first_ts + 6),
         StepWindow(2, "Run", first_ts + 7, first_ts + 60),
     ]
     assigned = list(parse_log_lines([raw], steps))
-    assert assigned[0].step == 1 and assigned[-1].step == 2
+    assert assigned[0].step == 1
+    assert assigned[-1].step == 2
 
 
 def test_cache_restore_hits_and_misses() -> None:
@@ -228,7 +232,7 @@ def test_parsers_never_raise_or_report_impossible_values(chunks: list[bytes]) ->
                 build.cache_export_seconds,
                 *(i.seconds for i in build.instructions),
             ]
-            assert all(n >= 0 and n == n and n != float("inf") for n in numbers)
+            assert all(n >= 0 and math.isfinite(n) for n in numbers)
             assert sum(build.steps.values()) == len(build.instructions)
             ratio = build.cache_hit_ratio
             assert ratio is None or 0 <= ratio <= 1

@@ -11,7 +11,10 @@ import httpx
 import pytest
 import tenacity.nap
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
+from exporter.scheduler import PollRunner, SourceJob
+from exporter.server import Readiness
 from exporter.sources.errors import (
     MalformedResponse,
     RateLimited,
@@ -121,7 +124,11 @@ def test_next_on_another_origin_is_malformed_and_gets_no_token() -> None:
         return _paged(3, lambda n: f"http://127.0.0.1:9/steal?page={n}")(request)
 
     for other in ("http://ghe.example/api/v3/x", "https://ghe.example:8443/api/v3/x"):
-        client, telemetry = client_for(lambda r, o=other: _paged(3, lambda n: f"{o}?page={n}")(r))
+
+        def elsewhere(page: int, origin: str = other) -> str:
+            return f"{origin}?page={page}"
+
+        client, telemetry = client_for(_paged(3, elsewhere))
         with pytest.raises(MalformedResponse, match="another origin"):
             list(client.paginate("/x", {}, "jobs"))
     client, telemetry = client_for(handler)
@@ -216,7 +223,8 @@ def test_absurd_waits_are_capped_at_an_hour(sleeps: list[float], headers: dict[s
         client.get_json("/x")
     assert info.value.until - time.time() <= MAX_WAIT + 1
     paused = client.budget.paused_until()
-    assert paused is not None and paused - time.time() <= MAX_WAIT + 1
+    assert paused is not None
+    assert paused - time.time() <= MAX_WAIT + 1
     assert sleeps == []
 
 
@@ -242,7 +250,8 @@ def test_primary_rate_limit_defers_until_the_reset(sleeps: list[float]) -> None:
     with pytest.raises(RateLimited) as info:
         client.get_json("/x")
     assert info.value.until == pytest.approx(reset, abs=5)
-    assert sleeps == [] and len(calls) == 1
+    assert sleeps == []
+    assert len(calls) == 1
     with pytest.raises(RateLimited):
         client.get_json("/y")
     assert len(calls) == 1  # the budget is checked inside the poll, before each request
@@ -278,7 +287,8 @@ def test_5xx_retries_are_bounded_with_backoff(sleeps: list[float]) -> None:
     with pytest.raises(ServerError):
         client.get_json("/x")
     assert len(calls) == 4
-    assert len(sleeps) == 3 and sleeps[0] < sleeps[2]
+    assert len(sleeps) == 3
+    assert sleeps[0] < sleeps[2]
     assert all(0.5 <= s <= 3.0 for s in sleeps)
 
 
@@ -343,25 +353,24 @@ def test_a_pause_is_logged_once_and_readiness_stays_honest() -> None:
     """A long rate limit pauses every GitHub source with one log line (not one per second); a
     source deferred before its first poll reads as failed in /readyz, so the other sources'
     readiness decides, and it polls again once the pause is over."""
-    from structlog.testing import capture_logs
-
-    from exporter.scheduler import PollRunner, SourceJob
-    from exporter.server import Readiness
-
     budget = RateBudget()
     with capture_logs() as logs:
         for _ in range(5):
             budget.block_until(time.time() + 1e12)
     assert [e["event"] for e in logs] == ["github requests paused for the rate limit"]
     paused = budget.paused_until()
-    assert paused is not None and paused <= time.time() + MAX_WAIT + 1
+    assert paused is not None
+    assert paused <= time.time() + MAX_WAIT + 1
     readiness = Readiness(["github:a/b", "registry:r"])
     runner = PollRunner(Telemetry(CollectorRegistry()), readiness)
     polls: list[str] = []
     github = SourceJob("github:a/b", lambda: polls.append("github"), 60.0, budget)
     registry = SourceJob("registry:r", lambda: polls.append("registry"), 60.0)
-    assert not runner.run(github) and runner.run(registry)
+    assert not runner.run(github)
+    assert runner.run(registry)
     assert polls == ["registry"]
-    assert readiness.snapshot() == {"github:a/b": "failed", "registry:r": "ok"} and readiness.ready
+    assert readiness.snapshot() == {"github:a/b": "failed", "registry:r": "ok"}
+    assert readiness.ready
     budget.blocked_until = 0.0
-    assert runner.run(github) and readiness.snapshot()["github:a/b"] == "ok"
+    assert runner.run(github)
+    assert readiness.snapshot()["github:a/b"] == "ok"

@@ -31,7 +31,7 @@ def test_durations(text: object, seconds: float) -> None:
 @pytest.mark.parametrize("bad", ["", "abc", "10x", "-5", True, None])
 def test_bad_durations(bad: object) -> None:
     """Anything else is rejected."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
 
 

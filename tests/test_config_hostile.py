@@ -161,7 +161,8 @@ def test_alias_bomb_is_refused_before_expansion(tmp_path: Path) -> None:
     assert 200_000 < len(text) < 300_000
     result = run_limited("check-config", str(_write(tmp_path, text)))
     line = assert_config_error(result, "config.yaml")
-    assert "github" in line and "nodes" in line
+    assert "github" in line
+    assert "nodes" in line
 
 
 def test_classic_billion_laughs_is_refused(tmp_path: Path) -> None:
@@ -217,7 +218,8 @@ github:
     repos = config.github.repositories
     assert [r.name for r in repos] == ["acme/webapp", "acme/api", "acme/docs"]
     assert all(r.branches == ["main", "release"] for r in repos)
-    assert repos[1].logs.jobs == ["build*"] and repos[1].workflows == ["CI"]
+    assert repos[1].logs.jobs == ["build*"]
+    assert repos[1].workflows == ["CI"]
 
 
 # --- 4. durations and integer bounds -----------------------------------------------------------

@@ -21,11 +21,13 @@ CHART = ROOT / "helm" / "ci-pipeline-exporter"
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
 
 
 def _values() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return values
 
 
 def test_every_property_is_described() -> None:
@@ -48,7 +50,8 @@ def test_every_values_path_in_templates_exists() -> None:
         node: Any = values
         props: Any = schema
         for part in path.split("."):
-            assert isinstance(node, dict) and part in node, f"values.yaml lacks {path}"
+            assert isinstance(node, dict), f"values.yaml lacks {path}"
+            assert part in node, f"values.yaml lacks {path}"
             node = node[part]
             assert part in props.get("properties", {}), f"schema lacks {path}"
             props = props["properties"][part]
@@ -89,7 +92,8 @@ def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
         sources = b"".join(archive.read(n) for n in names if n.endswith(".py"))
     # The production wheel carries no simulator and no test hooks.
     assert not any(n.startswith(("simulator/", "exporter/simulator/", "tests/")) for n in names)
-    assert b"/_sim/" not in sources and b"payload_hooks" not in sources
+    assert b"/_sim/" not in sources
+    assert b"payload_hooks" not in sources
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(
@@ -102,7 +106,8 @@ def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     version = subprocess.run(
         [str(venv / "bin" / "ci-pipeline-exporter"), "--version"], capture_output=True, text=True
     )
-    assert version.returncode == 0 and "0.1.0" in version.stdout
+    assert version.returncode == 0
+    assert "0.1.0" in version.stdout
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(_values()["config"]))
     check = subprocess.run(
@@ -113,11 +118,9 @@ def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stderr
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert (
-        "USER 10001" in dockerfile
-        and "HEALTHCHECK" in dockerfile
-        and 'ENTRYPOINT ["ci-pipeline-exporter"]' in dockerfile
-    )
+    assert "USER 10001" in dockerfile
+    assert "HEALTHCHECK" in dockerfile
+    assert 'ENTRYPOINT ["ci-pipeline-exporter"]' in dockerfile
 
 
 def test_quickstart_files() -> None:

@@ -42,5 +42,6 @@ def test_contract_metrics_are_defined() -> None:
 def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     head = readme[: readme.index("## Configuration")]
-    assert "make demo" in head and "make test" in head
+    assert "make demo" in head
+    assert "make test" in head
     assert "docs/metrics.md" in readme

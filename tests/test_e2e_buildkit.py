@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,27 +18,39 @@ from tests.schemas import validated_simulator
 LOGS = {"logs": {"jobs": ["build*"]}, "actions_cache": {"poll_interval": 0}}
 
 
-def _check(exp: Exposition, truth: dict, repo: str = "acme/webapp") -> None:  # type: ignore[type-arg]
-    builds: dict[tuple[str, str], list[dict]] = defaultdict(list)  # type: ignore[type-arg]
-    steps: dict[tuple[str, str], int] = defaultdict(int)
-    instructions: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    restores: dict[tuple[str, str], int] = defaultdict(int)
-    restore_seconds: dict[str, list[float]] = defaultdict(list)
+@dataclass
+class _Expected:
+    builds: dict[tuple[str, str], list[dict[str, Any]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    steps: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    instructions: dict[tuple[str, str, str], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    restores: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    restore_seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, log: dict[str, Any]) -> None:
+        job = log["job"]
+        for build in log["builds"]:
+            self.builds[(job, build["backend"])].append(build)
+            self.steps[(job, "cached")] += build["cached"]
+            self.steps[(job, "executed")] += build["executed"]
+            for item in build["instructions"]:
+                self.instructions[(job, item["stage"], item["instruction"])].append(item["seconds"])
+        for restore in log["restores"]:
+            self.restores[(job, restore["result"])] += 1
+            self.restore_seconds[job].append(restore["seconds"])
+
+
+def _check(exp: Exposition, truth: dict[str, Any], repo: str = "acme/webapp") -> None:
+    expected = _Expected()
     for attempt in truth["attempts"]:
         for log in attempt["logs"]:
-            if not fnmatch.fnmatchcase(log["job"], "build*"):
-                continue
-            for build in log["builds"]:
-                builds[(log["job"], build["backend"])].append(build)
-                steps[(log["job"], "cached")] += build["cached"]
-                steps[(log["job"], "executed")] += build["executed"]
-                for item in build["instructions"]:
-                    instructions[(log["job"], item["stage"], item["instruction"])].append(
-                        item["seconds"]
-                    )
-            for restore in log["restores"]:
-                restores[(log["job"], restore["result"])] += 1
-                restore_seconds[log["job"]].append(restore["seconds"])
+            if fnmatch.fnmatchcase(log["job"], "build*"):
+                expected.add(log)
+    builds, steps, instructions = expected.builds, expected.steps, expected.instructions
+    restores, restore_seconds = expected.restores, expected.restore_seconds
     assert builds, "the scenario has builds"
     for (job, backend), items in builds.items():
         labels = {"repository": repo, "job_name": job, "cache_backend": backend}
@@ -86,7 +100,8 @@ def test_buildkit_metrics_equal_ground_truth(
     truth = httpx.get(f"{sim.url}/_sim/truth").json()
     _check(Exposition.parse(result.stdout), truth)
     logs = [r for r in sim.blobs.requests if r["path"].startswith("/logs/")]
-    assert logs and len({r["path"] for r in logs}) == len(logs)
+    assert logs
+    assert len({r["path"] for r in logs}) == len(logs)
     assert not any(r["authorization"] for r in sim.blobs.requests)
     sim.clock.advance(3 * 3600)
     again = run_cli("once", "--config", str(config), env=env)
@@ -128,8 +143,8 @@ def test_truncated_and_expired_logs_are_counted(
     sim: GitHubSimulator,
     tmp_path: Path,
     env: dict[str, str],
-    extra: dict,
-    reason: str,  # type: ignore[type-arg]
+    extra: dict[str, Any],
+    reason: str,
 ) -> None:
     """A log over logs.max_bytes is read up to the cap and counted; an expired link is a counted
     skip; either way the poll succeeds and every run is observed."""

@@ -72,7 +72,8 @@ def test_lagging_run_list_across_the_hour(tmp_path: Path, env: dict[str, str]) -
     start = hour - 30 - offset + scenario.history_runs * scenario.run_interval
     with validated_simulator(scenario, seed=3, token=TOKEN, start=start) as sim:
         run = sim.timelines[REPO].run(index)
-        assert run.created_at == hour - 30 and run.list_lag == lag
+        assert run.created_at == hour - 30
+        assert run.list_lag == lag
         # rerun_window 0: only the overlap past the last poll reaches back. An hourly poll interval
         # makes the overlap (2 intervals + 5 min) cover the hour whatever the wall clock's minute.
         config = write_config(

@@ -55,12 +55,15 @@ def test_app_installation_token_flow(tmp_path: Path) -> None:
         ]
         assert [r["status"] for r in token_requests] == [201]
         api = [r for r in sim.requests if r["path"].startswith("/repos/")]
-        assert api and all(r["authorized"] and r["status"] == 200 for r in api)
+        assert api
+        assert all(r["authorized"] and r["status"] == 200 for r in api)
         assert Exposition.parse(result.stdout).total("ci_pipeline_exporter_runs_observed_total") > 0
         minted = list(sim._installation_tokens)
         output = result.stdout + result.stderr
-        assert minted and not any(token in output for token in minted)
-        assert "BEGIN PRIVATE KEY" not in output and "eyJ" not in output
+        assert minted
+        assert not any(token in output for token in minted)
+        assert "BEGIN PRIVATE KEY" not in output
+        assert "eyJ" not in output
 
 
 def test_app_with_wrong_key_fails_cleanly(tmp_path: Path) -> None:

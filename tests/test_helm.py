@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -52,9 +52,9 @@ def declared_kubernetes_versions() -> tuple[str, str]:
         tuple(int(p) for p in v.split(".")[:2]) for v in kubernetes_validate.utils.all_versions()
     }
     within = sorted(v for v in known if v >= floor and (ceiling is None or v < ceiling))
-    assert within and within[0] == floor, (
-        f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for {declared}"
-    )
+    missing = f"kubernetes-validate {kubernetes_validate.__version__} has no schemas for {declared}"
+    assert within, missing
+    assert within[0] == floor, missing
     return f"{floor[0]}.{floor[1]}.0", f"{within[-1][0]}.{within[-1][1]}.0"
 
 
@@ -161,7 +161,8 @@ def ids(paths: list[Path]) -> list[str]:
 def test_helm_lint_strict(helm: Helm, values: Path) -> None:
     result = helm("lint", "--strict", str(CHART), "-f", str(values))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
 
 
 @pytest.mark.parametrize("kube_version", [OLDEST, NEWEST])
@@ -343,10 +344,10 @@ def test_there_are_bad_values_for_each_kind_of_mistake() -> None:
 
 
 @pytest.fixture
-def chart_copy(tmp_path: Path) -> Iterator[Path]:
+def chart_copy(tmp_path: Path) -> Path:
     copy_ = tmp_path / "ci-pipeline-exporter"
     shutil.copytree(CHART, copy_)
-    yield copy_
+    return copy_
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -374,9 +375,11 @@ def test_a_template_typo_fails_lint_and_template(helm: Helm, chart_copy: Path, t
     name, old, new = TEMPLATE_TYPOS[typo]
     _edit(chart_copy / "templates" / name, old, new)
     lint = helm("lint", "--strict", str(chart_copy))
-    assert lint.returncode != 0 and name in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    assert lint.returncode != 0, lint.stdout + lint.stderr
+    assert name in lint.stdout + lint.stderr, lint.stdout + lint.stderr
     rendered = template(helm, chart_copy)
-    assert rendered.returncode != 0 and name in rendered.stderr, rendered.stderr
+    assert rendered.returncode != 0, rendered.stderr
+    assert name in rendered.stderr, rendered.stderr
 
 
 def test_a_typo_that_stays_valid_yaml_is_caught_by_the_schemas(
@@ -393,7 +396,8 @@ def test_a_typo_that_stays_valid_yaml_is_caught_by_the_schemas(
     assert result.returncode == 0, result.stderr
     (configmap,) = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "ConfigMap"]
     errors = validation_errors(configmap, OLDEST)
-    assert errors and "data" in errors[0], errors
+    assert errors, errors
+    assert "data" in errors[0], errors
 
 
 def test_a_wrong_typed_default_value_fails(helm: Helm, chart_copy: Path) -> None:
@@ -402,7 +406,8 @@ def test_a_wrong_typed_default_value_fails(helm: Helm, chart_copy: Path) -> None
     assert lint.returncode != 0
     assert "at '/replicas': got string, want integer" in lint.stdout, lint.stdout
     rendered = template(helm, chart_copy)
-    assert rendered.returncode != 0 and "/replicas" in rendered.stderr, rendered.stderr
+    assert rendered.returncode != 0, rendered.stderr
+    assert "/replicas" in rendered.stderr, rendered.stderr
 
 
 def test_the_validators_refuse_unknown_and_mistyped_fields(

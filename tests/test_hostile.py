@@ -58,7 +58,8 @@ def test_an_unfetchable_log_or_artifact_never_holds_back_runs(
     permanent = not location.startswith("http:")
     kind = "redirect_refused" if permanent else "transport"
     artifact_reason = f"artifact_{kind}" if permanent else f"junit_{kind}"
-    assert reasons.get(f"log_{kind}", 0) > 0 and reasons.get(artifact_reason, 0) > 0
+    assert reasons.get(f"log_{kind}", 0) > 0
+    assert reasons.get(artifact_reason, 0) > 0
     logs = int(reasons[f"log_{kind}"])
     given_up = reasons.get("log_given_up", 0)
     for _ in range(3):
@@ -95,7 +96,8 @@ def test_a_far_future_timestamp_is_malformed_and_poisons_nothing(
             reasons[reason] = reasons.get(reason, 0) + count
     assert reasons == {"malformed": 3, "attempt_given_up": 1}
     last = exp.select("cicd_pipeline_run_last_duration_seconds")
-    assert last and max(last.values()) < 3 * 3600
+    assert last
+    assert max(last.values()) < 3 * 3600
     truth = sim.truth()
     truth["attempts"] = [a for a in truth["attempts"] if a["run_id"] != poisoned]
     assert_matches_truth(exp, truth)
@@ -135,13 +137,17 @@ def test_the_timeout_bounds_the_whole_request() -> None:
         trickle = Trickle(body=b"x" * 200, every=0.05, slow_headers=slow_headers)
         with trickling_server(trickle) as server, make_client(timeout=1.0) as http:
             client = GitHubClient(
-                server.url, TokenAuth("ghp_" + "y" * 36), http=http, timeout=1.0,
+                server.url,
+                TokenAuth("ghp_" + "y" * 36),
+                http=http,
+                timeout=1.0,
                 retry=RetryPolicy(max_retries=0),
             )
             with pytest.raises(TransportError):
                 client.get_json("/repos/a/b/actions/runs")
         # 1 s of a 10+ s answer: far from all of it was sent.
-        assert trickle.sent and max(trickle.sent) < 100
+        assert trickle.sent
+        assert max(trickle.sent) < 100
 
 
 def _registry(handler: Any) -> tuple[RegistryClient, list[str]]:
@@ -154,7 +160,9 @@ def _registry(handler: Any) -> tuple[RegistryClient, list[str]]:
 
     http = httpx.Client(transport=httpx.MockTransport(record))
     client = RegistryClient(
-        "https://registry.example", http, telemetry=Telemetry(CollectorRegistry()),
+        "https://registry.example",
+        http,
+        telemetry=Telemetry(CollectorRegistry()),
         retry=RetryPolicy(max_retries=0),
     )
     return client, seen
@@ -171,14 +179,18 @@ def test_a_huge_manifest_is_too_large() -> None:
 
 def test_a_thousand_platform_index_reads_only_the_first_platforms() -> None:
     """An index of 1,000 platforms costs 1 + MAX_PLATFORMS requests, and the cut is reported."""
-    index = {
+    index: dict[str, Any] = {
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
-            {"digest": f"sha256:{i:064x}", "size": 1, "platform": {"os": "linux", "architecture": f"arch{i}"}}
+            {
+                "digest": f"sha256:{i:064x}",
+                "size": 1,
+                "platform": {"os": "linux", "architecture": f"arch{i}"},
+            }
             for i in range(1000)
         ],
     }
-    image = {
+    image: dict[str, Any] = {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"digest": "sha256:" + "c" * 64, "size": 10},
         "layers": [{"digest": "sha256:" + "d" * 64, "size": 100}],
@@ -190,5 +202,6 @@ def test_a_thousand_platform_index_reads_only_the_first_platforms() -> None:
 
     client, seen = _registry(handler)
     found = client.platforms("app", "latest")
-    assert len(found.images) == MAX_PLATFORMS and found.cut == 1000 - MAX_PLATFORMS
+    assert len(found.images) == MAX_PLATFORMS
+    assert found.cut == 1000 - MAX_PLATFORMS
     assert len(seen) == 1 + MAX_PLATFORMS

@@ -150,7 +150,9 @@ def test_zip_with_good_and_bad_members() -> None:
     good = (REFERENCE / "junit" / "pytest-9.2-pytest-django-xunit2.xml").read_bytes()
     report, bad = parse_zip(_zip({"a/junit.xml": good, "b/evil.xml": XXE, "readme.txt": b"x"}))
     assert set(report.suites) == {"blog", "shop"}
-    assert len(bad) == 1 and bad[0][0] == "junit_hostile" and "evil.xml" in bad[0][1]
+    assert len(bad) == 1
+    assert bad[0][0] == "junit_hostile"
+    assert "evil.xml" in bad[0][1]
     with pytest.raises(JUnitError):
         parse_zip(b"PK not a zip")
 
@@ -168,5 +170,6 @@ def test_analyze_junit_cli(tmp_path: Path) -> None:
     bad.write_bytes(XXE)
     table = run_cli("analyze", "junit", "--suite-depth", "2", files[0], str(bad))
     assert table.returncode == 1
-    assert "bad.xml" in table.stderr and "shop.tests" in table.stdout
+    assert "bad.xml" in table.stderr
+    assert "shop.tests" in table.stdout
     assert run_cli("analyze", "junit", "--suite-depth", "0", files[0]).returncode == 2

@@ -21,4 +21,5 @@ def test_promtool_check_metrics(
         [promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.strip() == "" and check.stderr.strip() == ""
+    assert check.stdout.strip() == ""
+    assert check.stderr.strip() == ""

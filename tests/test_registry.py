@@ -21,6 +21,7 @@ from tests.registry import (
     push_image,
     push_manifest,
 )
+from tests.schemas import validated_simulator
 
 
 def _layer(seed: str, size: int) -> bytes:
@@ -173,7 +174,7 @@ def test_failures_are_counted_per_registry(tmp_path: Path) -> None:
         populate(open_registry)
         sim = RegistrySimulator("before").start()
         try:
-            registries = [
+            registries: list[dict[str, Any]] = [
                 {
                     "url": open_registry.url,
                     "images": [*IMAGES, {"name": "app/missing", "tags": ["v1"]}],
@@ -273,8 +274,6 @@ def test_token_flow_and_templated_tags_against_the_simulator(
 ) -> None:
     """ghcr.io's flow (401 → token realm → Bearer), anonymous and with credentials; a tag template
     `sha-{head_sha:7}` filled from the latest successful run; the set's 75 % duplication visible."""
-    from tests.schemas import validated_simulator
-
     with validated_simulator("seed", seed=6, token=env["TEST_GITHUB_TOKEN"]) as github:
         registry = RegistrySimulator(
             "before", credentials=("bot", "ghp_registrytoken123456")
@@ -333,7 +332,8 @@ def test_token_flow_and_templated_tags_against_the_simulator(
             )
             assert truth["_set"]["unique"] / truth["_set"]["total"] == pytest.approx(0.5, abs=0.01)
             shas = [r["path"] for r in registry.requests if "/manifests/sha-" in r["path"]]
-            assert shas and all(len(p.rsplit("sha-", 1)[1]) == 7 for p in shas)
+            assert shas
+            assert all(len(p.rsplit("sha-", 1)[1]) == 7 for p in shas)
             assert any(r["path"] == "/token" and r["status"] == 200 for r in registry.requests)
             assert "ghp_registrytoken123456" not in result.stdout + result.stderr
             anonymous = RegistrySimulator("after").start()

@@ -100,8 +100,8 @@ def _two_windows(
 ) -> list[dict[str, str]]:
     """Hourly samples over 8 days: `baseline` runs land at hour 24, `recent` runs at hour 180."""
     buckets = {}
-    for le in baseline:
-        a, b = baseline[le], baseline[le] + recent[le]
+    for le, base in baseline.items():
+        a, b = base, base + recent[le]
         buckets[le] = f"0x23 {a}x156 {b}x40"
     total_a, total_b = baseline["+Inf"], baseline["+Inf"] + recent["+Inf"]
     return histogram(metric, labels, buckets, f"0x23 {total_a}x156 {total_b}x40")

@@ -36,7 +36,8 @@ def test_token_never_in_output(
     result = run_cli("check-config", str(config_file), env=env)
     outputs.append(result.stdout + result.stderr)
     text = "\n".join(outputs)
-    assert TOKEN not in text and wrong not in text
+    assert TOKEN not in text
+    assert wrong not in text
     assert "HTTP Request" in text  # httpx's own lines were bridged in at debug level
 
 
@@ -59,7 +60,10 @@ def test_scrubbing_of_log_events() -> None:
     )
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     text = stream.getvalue()
-    assert "s3cr3t-value-123" not in text and "xyz123456789" not in text and "abcdef" not in text
-    assert "ghp_aaaa" not in text and "eyJabcdefghij" not in text
+    assert "s3cr3t-value-123" not in text
+    assert "xyz123456789" not in text
+    assert "abcdef" not in text
+    assert "ghp_aaaa" not in text
+    assert "eyJabcdefghij" not in text
     assert lines[0]["token"] == "<redacted>"
     assert "ok=1" in lines[0]["url"]

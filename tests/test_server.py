@@ -71,7 +71,8 @@ def test_sigterm_exits_zero_and_keeps_state(
         for line in before.splitlines()
         if line.startswith("cicd_pipeline_run_duration_seconds_count")
     ]
-    assert pick and all(line in after for line in pick)
+    assert pick
+    assert all(line in after for line in pick)
 
 
 def _threads(pid: int) -> int:

@@ -66,7 +66,8 @@ def test_shards_partition_the_series(tmp_path: Path) -> None:
                 outputs[name] = _domain(Exposition.parse(result.stdout))
         finally:
             registry.stop()
-    assert outputs["zero"] and outputs["one"]
+    assert outputs["zero"]
+    assert outputs["one"]
     assert outputs["zero"] & outputs["one"] == set()
     assert outputs["zero"] | outputs["one"] == outputs["single"]
     # The environment sets the shard, as the Helm chart does from the pod ordinal.
@@ -78,4 +79,5 @@ def test_shards_partition_the_series(tmp_path: Path) -> None:
     bad = run_cli(
         "check-config", str(path), env={"CIPE_SHARDING__TOTAL": "2", "CIPE_SHARDING__INDEX": "2"}
     )
-    assert bad.returncode == 2 and "sharding" in bad.stderr
+    assert bad.returncode == 2
+    assert "sharding" in bad.stderr

@@ -12,6 +12,7 @@ import pytest
 
 from exporter import metrics as m
 from exporter.observations import Increment, Latest, Observe, ReplaceGroup, Task, Unit
+from exporter.sources.github.runs import RunWindow
 from exporter.store import SCHEMA_VERSION, StateError, Store
 from exporter.store.aggregates import HistogramSeries, ValueSeries
 from exporter.store.layouts import FineLayout, FixedLayout, cumulative
@@ -91,7 +92,8 @@ def test_a_task_completes_once() -> None:
     done = unit(
         Increment(m.BUILDKIT_STEPS, ("r", "CI", "build", "cached"), 3), done=(("log", "r/1"),)
     )
-    assert store.commit(done) and not store.commit(done)
+    assert store.commit(done)
+    assert not store.commit(done)
     assert value(store, m.BUILDKIT_STEPS.name, ("r", "CI", "build", "cached")) == 3
     assert store.pending("github:r") == []
 
@@ -125,7 +127,8 @@ def test_series_cap_folds_and_counts() -> None:
     store = Store(":memory:", max_series_per_metric=10)
     store.commit(unit(*_steps(15)))
     steps = {labels[3] for labels in store.aggregates.series[m.STEP_DURATION.name]}
-    assert len(steps) == 11 and "other" in steps
+    assert len(steps) == 11
+    assert "other" in steps
     assert value(store, m.SERIES_DROPPED.name, (m.STEP_DURATION.name,)) == 5
     assert hist(store, m.STEP_DURATION.name, ("r", "CI", "other", "other", "success")).count == 5
 
@@ -143,7 +146,7 @@ def test_folding_is_decided_at_commit() -> None:
     fresh = Store(":memory:", max_series_per_metric=10)
     for attempt in range(10):
         broken = unit(*_steps(1, start=attempt), Observe(m.RUN_DURATION, ("bad",), 1))
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="expected labels"):
             fresh.commit(broken)
     fresh.commit(unit(*_steps(1, start=99)))
     assert set(fresh.aggregates.series[m.STEP_DURATION.name]) == {
@@ -249,7 +252,8 @@ def test_prune_forgets_old_ids_only() -> None:
     store.commit(unit(key="old"))
     store.commit(unit(key="new"))
     assert store.prune(before=5000) == 1
-    assert not store.is_observed("attempt", "old") and store.is_observed("attempt", "new")
+    assert not store.is_observed("attempt", "old")
+    assert store.is_observed("attempt", "new")
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -301,7 +305,5 @@ def test_schema_1_state_migrates(tmp_path: Path) -> None:
     assert value(store, m.RUNS_OBSERVED.name, ("acme/webapp",)) == 3
     assert value(store, m.RUN_LAST_DURATION.name, LABELS[:3]) == 1500.5
     assert store.is_observed("attempt", "acme/webapp/1/1")
-    from exporter.sources.github.runs import RunWindow
-
     window = store.records.get("github:acme/webapp", RunWindow)
     assert (window.watermark, window.last_poll) == (42.0, 50.0)

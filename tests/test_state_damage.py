@@ -108,7 +108,9 @@ def test_a_damaged_file_can_be_refused(
     result = run_cli("once", "--config", str(config), env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "state.path" in lines[0] and "damaged" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert "state.path" in lines[0], lines
+    assert "damaged" in lines[0], lines
     assert (tmp_path / "s.db").read_bytes() == before
 
 
@@ -120,7 +122,8 @@ def test_a_directory_or_a_newer_schema_is_one_line(
     config = _config(tmp_path, sim)
     (tmp_path / "s.db").mkdir()
     result = run_cli("once", "--config", str(config), env=env)
-    assert result.returncode == 2 and "is a directory" in result.stderr
+    assert result.returncode == 2
+    assert "is a directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     (tmp_path / "s.db").rmdir()
     assert run_cli("once", "--config", str(config), env=env).returncode == 0
@@ -129,20 +132,35 @@ def test_a_directory_or_a_newer_schema_is_one_line(
     db.commit()
     db.close()
     result = run_cli("once", "--config", str(config), env=env)
-    assert result.returncode == 2 and "schema version 99" in result.stderr
+    assert result.returncode == 2
+    assert "schema version 99" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _serve(config: Path, port: int, env: dict[str, str], log: Path, preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
+def _serve(
+    config: Path, port: int, env: dict[str, str], log: Path, preexec: Callable[[], None] | None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         process = subprocess.Popen(
-            exporter_cmd("serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--log-format", "json"),
+            exporter_cmd(
+                "serve",
+                "--config",
+                str(config),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--log-format",
+                "json",
+            ),
             stdout=out,
             stderr=out,
             env={**os.environ, **env},
-            preexec_fn=preexec,
+            preexec_fn=preexec,  # noqa: PLW1509 -- before threads: the test starts none here
         )
-    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200, 30, message="healthz")
+    wait_for(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200,
+        30,
+        message="healthz",
+    )
     return process
 
 
@@ -225,12 +243,15 @@ def test_a_full_disk_recovers_without_a_restart(
     process = _serve(config, port, env, tmp_path / "log", small_disk)
     try:
         wait_for(lambda: _reasons(url).get("state_write", 0) >= 2, 30, message="failed writes")
-        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        resource.prlimit(
+            process.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
         wait_for(lambda: _matches(url, sim), 30, message="metrics equal truth after recovery")
     finally:
         _stop(process)
     log = (tmp_path / "log").read_text()
-    assert "Traceback" not in log and "cannot rollback" not in log
+    assert "Traceback" not in log
+    assert "cannot rollback" not in log
     assert "database or disk is full" in log or "disk I/O error" in log
 
 
@@ -242,11 +263,14 @@ def test_serve_prunes_observed_ids(
     config = _config(tmp_path, sim)
     assert run_cli("once", "--config", str(config), env=env).returncode == 0
     db = sqlite3.connect(tmp_path / "s.db")
-    db.execute("INSERT INTO observed VALUES ('attempt', 'acme/webapp/1/1', 'github:acme/webapp', 1)")
+    db.execute(
+        "INSERT INTO observed VALUES ('attempt', 'acme/webapp/1/1', 'github:acme/webapp', 1)"
+    )
     db.commit()
     port = free_port()
     process = _serve(config, port, env, tmp_path / "log", None)
     try:
+
         def gone() -> bool:
             rows = db.execute("SELECT count(*) FROM observed WHERE at < 1000").fetchone()
             return bool(rows[0] == 0)

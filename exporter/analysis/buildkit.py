@@ -260,18 +260,32 @@ class BuildKitParser:
     def feed(
         self, text: str, ts: float | None = None, step: int | None = None
     ) -> list[BuildSummary]:
-        done: list[BuildSummary] = []
+        """One log line; returns the builds it closed."""
         match = _LINE.match(text)
         if match is None:
-            hint = _HINT.search(text)
-            if hint is not None:
-                self._hints[step] = hint.group(1)
-            if self._build is not None and text.startswith("ERROR: ") and self._build.error is None:
-                self._build.error = text[7:200]
-            return done
+            self._other_line(text, step)
+            return []
         number = int(match.group(1) or match.group(3))
-        rest = (match.group(2) if match.group(1) else match.group(4)) or ""
-        rest = rest.rstrip()
+        rest = ((match.group(2) if match.group(1) else match.group(4)) or "").rstrip()
+        done: list[BuildSummary] = []
+        build = self._build_for(number, rest, step, done)
+        if build is not None:
+            self._vertex_line(build, number, rest, ts)
+        return done
+
+    def _other_line(self, text: str, step: int | None) -> None:
+        """A line outside BuildKit's numbered output: a cache-to hint or the build's error."""
+        hint = _HINT.search(text)
+        if hint is not None:
+            self._hints[step] = hint.group(1)
+        if self._build is not None and text.startswith("ERROR: ") and self._build.error is None:
+            self._build.error = text[7:200]
+
+    def _build_for(
+        self, number: int, rest: str, step: int | None, done: list[BuildSummary]
+    ) -> _Build | None:
+        """The build this vertex line belongs to, closing the previous one when a new build
+        starts (another step, `#0 building with`, or vertex numbers that restarted)."""
         build = self._build
         if build is not None and step != build.step and build.vertices:
             done.extend(self._close(build))
@@ -280,38 +294,41 @@ class BuildKitParser:
             if build is not None:
                 done.extend(self._close(build))
             self._start(step)
-            return done
+            return None
+        vertex = build.vertices.get(number) if build is not None else None
+        if (
+            build is not None
+            and vertex is not None
+            and vertex.terminal is not None
+            and not self._is_status(rest)
+        ):
+            # A finished vertex's number seen again with a header (resumption headers are
+            # printed only for unfinished vertices): the numbers restarted, so a new build.
+            done.extend(self._close(build))
+            build = None
         if build is None:
             self._start(step)
             build = self._build
-            assert build is not None
-        vertex = build.vertices.get(number)
-        if vertex is not None and vertex.terminal is not None and not self._is_status(rest):
-            # A finished vertex's number seen again with a header (its own name included:
-            # resumption headers are printed only for unfinished vertices): the numbers restarted,
-            # so a new build in the same step (bake, a second build).
-            done.extend(self._close(build))
-            self._start(step)
-            build = self._build
-            assert build is not None
-            vertex = None
+        return build
+
+    def _vertex_line(self, build: _Build, number: int, rest: str, ts: float | None) -> None:
         if ts is not None:
             build.first_ts = ts if build.first_ts is None else build.first_ts
             build.last_ts = ts
+        vertex = build.vertices.get(number)
         if vertex is None:
             if len(build.vertices) >= MAX_VERTICES or not rest or rest == "...":
-                return done
+                return
             kind, stage, backend = _classify(rest)
             self._order += 1
             build.vertices[number] = _Vertex(
                 rest, kind, self._order, stage, backend, first_ts=ts, last_ts=ts
             )
-            return done
+            return
         if ts is not None:
             vertex.first_ts = ts if vertex.first_ts is None else vertex.first_ts
             vertex.last_ts = ts
         self._status(build, vertex, rest)
-        return done
 
     @staticmethod
     def _is_status(rest: str) -> bool:
@@ -319,7 +336,7 @@ class BuildKitParser:
 
     @staticmethod
     def _status(build: _Build, vertex: _Vertex, rest: str) -> None:
-        if rest == vertex.name or rest == "...":
+        if rest in (vertex.name, "..."):
             return
         done = _DONE.match(rest)
         if done is not None:

@@ -9,6 +9,7 @@ class, suite names with a `-YYYYMMDDHHMMSS` suffix), nested `<testsuites>`.
 from __future__ import annotations
 
 import io
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ def _seconds(value: str | None) -> float:
         seconds = float(value or 0)
     except ValueError:
         return 0.0
-    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else 0.0
+    return seconds if seconds >= 0 and math.isfinite(seconds) else 0.0
 
 
 class _Handler(ContentHandler):

@@ -113,12 +113,10 @@ def parse_log_lines(chunks: Iterable[bytes], steps: Sequence[StepWindow] = ()) -
     matcher = StepMatcher(steps)
     last_ts: float | None = None
     first = True
-    for raw in split_lines(chunks):
-        if first:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-            first = False
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
+    for line in split_lines(chunks):
+        raw = line.removeprefix(b"\xef\xbb\xbf") if first else line
+        first = False
+        raw = raw.removesuffix(b"\r")
         match = _PREFIX.match(raw)
         ts = last_ts
         body = raw

@@ -51,6 +51,7 @@ class AppAuth:
         installation_id: int,
         private_key: str,
         api_url: str,
+        *,
         http: httpx.Client,
         refresh_before: float = 300.0,
     ) -> None:

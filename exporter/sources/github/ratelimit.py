@@ -3,6 +3,7 @@ the budget every request checks before it is sent."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ def _seconds(value: str | None) -> float | None:
         number = float(value) if value is not None else None
     except ValueError:
         return None
-    if number is None or number != number:  # NaN
+    if number is None or math.isnan(number):
         return None
     return number
 

@@ -6,6 +6,8 @@ body cap come from the shared HTTP plumbing, as for GitHub."""
 from __future__ import annotations
 
 import base64
+import json
+import math
 import re
 import threading
 import time
@@ -229,8 +231,6 @@ class RegistryClient:
         answer = self.request("GET", f"/v2/{name}/manifests/{reference}", name=name)
         what = f"manifest {name}:{reference[:80]}"
         try:
-            import json
-
             data = json.loads(answer.body)
         except (ValueError, RecursionError):
             raise MalformedResponse(f"{what} is not JSON") from None
@@ -277,7 +277,7 @@ def _retry_after(value: str | None) -> float:
         wait = float(value) if value is not None else 1.0
     except ValueError:
         return 1.0
-    return min(3600.0, max(0.0, wait)) if wait == wait else 1.0
+    return min(3600.0, max(0.0, wait)) if not math.isnan(wait) else 1.0
 
 
 def _basic(username: str, password: str) -> str:
@@ -285,8 +285,6 @@ def _basic(username: str, password: str) -> str:
 
 
 def _error_code(body: bytes) -> str:
-    import json
-
     try:
         errors = json.loads(body).get("errors") or [{}]
         return str(errors[0].get("code", ""))[:40] or "no code"
