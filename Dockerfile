@@ -9,7 +9,7 @@ FROM python:${PYTHON_VERSION}-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:${PYTHON_VERSION}-slim AS base
 ARG VERSION=0.1.0
@@ -21,9 +21,12 @@ LABEL org.opencontainers.image.title="ci-pipeline-exporter" \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     CIPE_STATE__PATH=/var/lib/ci-pipeline-exporter/state.db
+COPY requirements/runtime.lock /tmp/runtime.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels "ci-pipeline-exporter==${VERSION}" \
-    && rm -rf /wheels \
+# Dependencies exactly as locked (versions and hashes), then the exporter's own wheel.
+RUN pip install --no-cache-dir --require-hashes -r /tmp/runtime.lock \
+    && pip install --no-cache-dir --no-deps --no-index --find-links=/wheels "ci-pipeline-exporter==${VERSION}" \
+    && rm -rf /wheels /tmp/runtime.lock \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin exporter \
     && mkdir -p /var/lib/ci-pipeline-exporter /etc/ci-pipeline-exporter \
     && chown 10001:10001 /var/lib/ci-pipeline-exporter

@@ -6,15 +6,28 @@ STAMP := $(VENV)/.installed
 # Pinned tools the tests run (helm), kept with the virtual environment.
 TOOLS := $(VENV)/tools
 
-.PHONY: demo test docs generate servers tools bench clean
+.PHONY: demo test docs generate servers tools bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+# Reproducible installs: every dependency pinned with its hashes (make lock regenerates them).
+# The runtime wheels are kept for the image-build test, which installs them without a network.
+WHEELS := $(VENV)/wheels
+LOCKS := requirements/runtime.lock requirements/test.lock
+
+$(STAMP): pyproject.toml $(LOCKS) | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements/test.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip download --quiet --require-hashes --no-deps -r requirements/runtime.lock -d $(WHEELS)
 	touch $(STAMP)
+
+# After changing dependencies in pyproject.toml (uv resolves; pip installs).
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --universal -q -o requirements/runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 --universal -q -o requirements/test.lock
 
 demo: $(STAMP)
 	$(BIN)/python -m simulator demo --log-format console $(DEMO_ARGS)
@@ -30,7 +43,7 @@ tools: | $(BIN)/python
 test: $(STAMP) servers tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/pytest -n auto --cov --cov-report=term
 
 # Benchmarks write their tables into docs/performance.md.
 bench: $(STAMP)

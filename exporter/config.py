@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -172,9 +173,22 @@ class GitHubConfig(_Strict):
         return self
 
 
+def _on_the_grid(value: float) -> float:
+    """Target bounds become histogram buckets rendered exactly from the stored layout: whole
+    seconds up to 2 h, whole minutes up to a day."""
+    if value <= 7200 and value != int(value):
+        raise ValueError(f"{value}s: use whole seconds")
+    if value > 7200 and (value % 60 or value > 86400):
+        raise ValueError(f"{value}s: above 2h use whole minutes, at most 1d")
+    return value
+
+
+GridDuration = Annotated[Duration, AfterValidator(_on_the_grid)]
+
+
 class Bounds(_Strict):
-    lower: Duration
-    upper: Duration
+    lower: GridDuration
+    upper: GridDuration
 
     @model_validator(mode="after")
     def _ordered(self) -> Bounds:

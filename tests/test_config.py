@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import ConfigError, load_config
+from exporter.config import ConfigError, load_config, validate_config
 from exporter.timeutil import format_duration, parse_duration
 from tests.helpers import TOKEN, run_cli
 
@@ -140,3 +140,21 @@ def test_serve_without_token_exits_2(tmp_path: Path) -> None:
     result = run_cli("serve", "--config", str(_write(tmp_path, VALID)), env={"GITHUB_TOKEN": ""})
     assert result.returncode == 2
     assert "github.token_env" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("bound", "ok"),
+    [("10m", True), ("7260", True), ("10.5s", False), ("10801", False), ("2d", False)],
+)
+def test_target_bounds_lie_on_the_histogram_grid(bound: str, ok: bool) -> None:
+    """Targets and baselines become exact histogram buckets: whole seconds up to 2 h, whole
+    minutes up to a day; anything else names the key."""
+    data = {
+        **VALID,
+        "targets": [{**VALID["targets"][0], "baseline": {"lower": bound, "upper": "1d"}}],
+    }
+    if ok:
+        assert validate_config(data).targets[0].baseline is not None
+    else:
+        with pytest.raises(ConfigError, match=r"targets\.0\.baseline\.lower"):
+            validate_config(data)

@@ -18,6 +18,8 @@ import yaml
 from tests.helpers import ROOT
 
 CHART = ROOT / "helm" / "ci-pipeline-exporter"
+# The locked runtime wheels, downloaded by `make test` next to the virtual environment.
+LOCAL_WHEELS = Path(sys.prefix) / "wheels"
 
 
 def _schema() -> dict[str, Any]:
@@ -65,8 +67,9 @@ def test_hadolint_passes_on_the_dockerfile() -> None:
 
 
 def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
-    """What the Dockerfile does, as a script: build the wheel, install it into a fresh venv, run
-    `--version` and `check-config` on the chart's default config."""
+    """What the Dockerfile does, as a script and without a network: build the wheel, install the
+    locked runtime dependencies (by hash, from the wheels `make test` downloaded) and the wheel
+    into a fresh venv, run `--version` and `check-config` on the chart's default config."""
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [
@@ -75,6 +78,7 @@ def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
             "pip",
             "wheel",
             "--no-deps",
+            "--no-build-isolation",
             "--no-cache-dir",
             "-q",
             "--wheel-dir",
@@ -96,13 +100,14 @@ def test_image_build_steps_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     assert b"payload_hooks" not in sources
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert install.returncode == 0, install.stderr[-2000:]
+    pip = [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", "--no-index"]
+    locked = ["--require-hashes", "-r", str(ROOT / "requirements" / "runtime.lock")]
+    for args in (
+        [*pip, "--find-links", str(LOCAL_WHEELS), *locked],
+        [*pip, "--no-deps", str(wheel)],
+    ):
+        install = subprocess.run(args, capture_output=True, text=True, timeout=600)
+        assert install.returncode == 0, install.stderr[-2000:]
     version = subprocess.run(
         [str(venv / "bin" / "ci-pipeline-exporter"), "--version"], capture_output=True, text=True
     )
