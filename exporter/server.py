@@ -26,10 +26,6 @@ class Readiness:
         self._lock = threading.Lock()
         self._state = dict.fromkeys(sources, "pending")
 
-    def set_sources(self, sources: Iterable[str]) -> None:
-        with self._lock:
-            self._state = {s: self._state.get(s, "pending") for s in sources}
-
     def mark(self, source: str, ok: bool) -> None:
         with self._lock:
             self._state[source] = "ok" if ok else "failed"

@@ -242,11 +242,22 @@ def scrape(url: str, timeout: float = 5.0) -> Exposition:
 
 
 def wait_for(
-    predicate: Any, timeout: float, interval: float = 0.2, message: str = "condition"
+    predicate: Any,
+    timeout: float,
+    interval: float = 0.2,
+    message: str = "condition",
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
 ) -> Any:
+    """The first truthy value of `predicate` (HTTP and socket errors count as not yet); fails after
+    `timeout`, or as soon as `process` (the server being waited for) exits, with its log's tail."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log is not None else ""
+            raise AssertionError(f"exited before {message}: {tail}")
         try:
             value = predicate()
             if value:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 import bcrypt
 import httpx
 
-from tests.helpers import free_port, require_binary
+from tests.helpers import free_port, require_binary, wait_for
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -81,16 +80,14 @@ def docker_registry(tmp: Path, *, htpasswd: tuple[str, str] | None = None) -> It
         )
     registry = Registry(f"http://127.0.0.1:{port}", log, htpasswd)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{registry.url}/v2/", timeout=1).status_code in (200, 401):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"docker-registry did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_for(
+            lambda: httpx.get(f"{registry.url}/v2/", timeout=1).status_code in (200, 401),
+            20,
+            interval=0.1,
+            message="docker-registry",
+            process=process,
+            log=log,
+        )
         yield registry
     finally:
         process.terminate()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.helpers import free_port, require_binary
+from tests.helpers import free_port, require_binary, wait_for
 
 
 @contextmanager
@@ -44,17 +43,13 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready: {log.read_text()[-3000:]}")
+    wait_for(
+        lambda: httpx.get(url, timeout=1).status_code == 200,
+        timeout,
+        message=url,
+        process=process,
+        log=log,
+    )
 
 
 @contextmanager

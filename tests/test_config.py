@@ -149,10 +149,12 @@ def test_serve_without_token_exits_2(tmp_path: Path) -> None:
 def test_target_bounds_lie_on_the_histogram_grid(bound: str, ok: bool) -> None:
     """Targets and baselines become exact histogram buckets: whole seconds up to 2 h, whole
     minutes up to a day; anything else names the key."""
-    data = {
-        **VALID,
-        "targets": [{**VALID["targets"][0], "baseline": {"lower": bound, "upper": "1d"}}],
+    target = {
+        "repository": "acme/webapp",
+        "workflow": "CI",
+        "target": {"lower": "10m", "upper": "12m"},
     }
+    data = {**VALID, "targets": [{**target, "baseline": {"lower": bound, "upper": "1d"}}]}
     if ok:
         assert validate_config(data).targets[0].baseline is not None
     else:

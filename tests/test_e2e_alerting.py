@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -101,15 +100,22 @@ def test_regression_alert_reaches_alertmanager_and_every_panel_has_data(tmp_path
                 prom,
                 'count(cicd_pipeline_task_run_duration_seconds_count{job="ci-pipeline-exporter", job_name="test-suite"})',
             )
-            empty = []
-            for path in sorted((GRAFANA / "dashboards").glob("*.json")):
-                for expr in queries(json.loads(path.read_text())):
-                    if not query(prom, fill(expr)):
-                        empty.append(f"{path.name}: {fill(expr)}")
-            if empty:
-                time.sleep(10)  # one more look: a few panels need two rule evaluations
-                empty = [e for e in empty if not query(prom, e.split(": ", 1)[1])]
-            assert not empty, "\n".join(empty)
+            panels = [
+                f"{path.name}: {fill(expr)}"
+                for path in sorted((GRAFANA / "dashboards").glob("*.json"))
+                for expr in queries(json.loads(path.read_text()))
+            ]
+            empty = list(panels)
+
+            def every_panel_has_data() -> bool:
+                # A few panels need two rule evaluations: look again until all have data.
+                empty[:] = [e for e in empty if not query(prom, e.split(": ", 1)[1])]
+                return not empty
+
+            try:
+                wait_for(every_panel_has_data, 30, interval=2, message="data in every panel")
+            except AssertionError:
+                raise AssertionError("\n".join(empty)) from None
     finally:
         demo.send_signal(signal.SIGTERM)
         demo.wait(20)

@@ -17,7 +17,6 @@ from typing import Any, Literal
 VertexKind = Literal["step", "internal", "cache_import", "cache_export", "image_export", "other"]
 StepResult = Literal["cached", "executed", "errored", "canceled"]
 STEP_RESULTS: tuple[StepResult, ...] = ("cached", "executed", "errored", "canceled")
-BACKENDS = ("gha", "registry", "local", "s3", "azblob", "inline", "none", "unknown")
 MAX_INSTRUCTION = 60
 MAX_VERTICES = 2_000  # per build; beyond it new vertices are ignored (a garbage guard)
 
@@ -77,7 +76,6 @@ def normalize_instruction(text: str) -> str:
 class Instruction:
     stage: str
     instruction: str
-    raw: str
     seconds: float
     result: StepResult
 
@@ -217,7 +215,7 @@ class _Build:
                 raw = _STEP.match(vertex.name)
                 text = raw.group("instr") if raw else vertex.name
                 instructions.append(
-                    Instruction(vertex.stage, normalize_instruction(text), text, seconds, result)
+                    Instruction(vertex.stage, normalize_instruction(text), seconds, result)
                 )
         # Older BuildKit prints a bare "exporting cache": then the step's cache-to hint, else unknown.
         backend = (

@@ -54,8 +54,6 @@ class SuiteTotals:
         if len(self.slowest) > keep * 4:
             self.slowest = sorted(self.slowest, key=lambda c: -c.seconds)[:keep]
 
-    def top(self, keep: int) -> list[Case]:
-        return sorted(self.slowest, key=lambda c: -c.seconds)[:keep]
 
 
 @dataclass

@@ -16,8 +16,6 @@ class JobDefinition:
     id: str
     name: str | None
     needs: tuple[str, ...]
-    reusable: bool = False
-    matrix: bool = False
 
 
 @dataclass
@@ -31,8 +29,6 @@ class WorkflowGraph:
             job_id: {
                 "name": d.name,
                 "needs": list(d.needs),
-                "reusable": d.reusable,
-                "matrix": d.matrix,
             }
             for job_id, d in self.jobs.items()
         }
@@ -41,13 +37,7 @@ class WorkflowGraph:
     def from_json(cls, data: dict[str, Any]) -> WorkflowGraph:
         return cls(
             {
-                job_id: JobDefinition(
-                    job_id,
-                    v.get("name"),
-                    tuple(v.get("needs", ())),
-                    bool(v.get("reusable")),
-                    bool(v.get("matrix")),
-                )
+                job_id: JobDefinition(job_id, v.get("name"), tuple(v.get("needs", ())))
                 for job_id, v in data.items()
             }
         )
@@ -97,13 +87,8 @@ def parse_workflow(text: str | bytes) -> WorkflowGraph:
         if not isinstance(needs, list | tuple) or not all(isinstance(n, str) for n in needs):
             raise WorkflowError(f"job {job_id!r}: needs is not a list of job ids")
         name = body.get("name")
-        strategy = body.get("strategy")
         graph.jobs[str(job_id)] = JobDefinition(
-            id=str(job_id),
-            name=str(name) if name is not None else None,
-            needs=tuple(needs),
-            reusable="uses" in body,
-            matrix=isinstance(strategy, dict) and "matrix" in strategy,
+            id=str(job_id), name=str(name) if name is not None else None, needs=tuple(needs)
         )
     for d in graph.jobs.values():
         for need in d.needs:
