@@ -13,7 +13,6 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from exporter import metrics as m
-from exporter.collector import StoreCollector
 from exporter.config import (
     Config,
     ConfigError,
@@ -22,6 +21,7 @@ from exporter.config import (
     RepositoryConfig,
     parse_listen,
 )
+from exporter.exposition import Exposition
 from exporter.logging import SECRETS, get_logger
 from exporter.observations import Labels, RepositoryPolicy
 from exporter.scheduler import PollRunner, Scheduler, SourceJob
@@ -78,8 +78,10 @@ def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
         targets={(t.workflow, t.branch): t.target.upper for t in targets},
         log_jobs=tuple(repo.logs.jobs),
         junit_artifacts=tuple(repo.junit.artifacts),
+        step_histograms=tuple(config.metrics.step_histograms),
         max_instructions=repo.logs.max_instructions,
         max_suites=repo.junit.max_suites,
+        max_runner_label_sets=config.limits.max_runner_label_sets,
     )
 
 
@@ -133,7 +135,7 @@ class App:
         removed = self.store.remove_series(keeper(config))
         if removed:
             log.info("series of sources no longer configured removed", metrics=removed)
-        self.registry.register(StoreCollector(self.store, config))
+        self.exposition = Exposition(self.store, config, self.registry)
         self.jobs: list[SourceJob] = []
         self.pollers: list[RepositoryPoller] = []
         if config.github is not None and config.github.repositories:
@@ -206,14 +208,18 @@ class App:
         self.jobs.append(SourceJob(poller.source, poller.poll, registry.poll_interval))
 
     def maintain(self) -> None:
-        """Forget observed ids and cached responses older than any window reaches again."""
+        """Forget observed ids and cached responses older than any window reaches again, and
+        drop series not updated for limits.series_ttl."""
+        now = time.time()
+        expired = self.store.expire(now - self.config.limits.series_ttl)
+        if expired:
+            log.info("stale series expired", metrics=expired)
         if self.config.github is None:
             return
         gh = self.config.github
         # Ids are stamped when observed; a run is listed again at most lookback + rerun_window
         # after it was created, so a day of margin beyond that is safe.
-        before = time.time() - gh.lookback - gh.rerun_window - 86400
-        removed = self.store.prune(before)
+        removed = self.store.prune(now - gh.lookback - gh.rerun_window - 86400)
         if removed:
             log.info("pruned observed ids", removed=removed)
 
@@ -225,7 +231,7 @@ class App:
 
     def start(self, listen: str | None = None) -> None:
         host, port = parse_listen(listen or self.config.listen)
-        self.server = HttpServer(host, port, make_app(self.registry, self.readiness))
+        self.server = HttpServer(host, port, make_app(self.exposition.wsgi, self.readiness))
         self.server.start()
         self.scheduler = Scheduler(self.runner, self.jobs, max_workers=4)
         self.scheduler.add_maintenance(self.maintain, MAINTENANCE_INTERVAL)

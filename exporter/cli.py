@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.config import DEFAULT_LISTEN, ConfigError, effective_config, load_config, parse_listen
@@ -141,7 +140,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     app = App(config)
     try:
         ok = app.poll_once()
-        sys.stdout.write(generate_latest(app.registry).decode())
+        sys.stdout.write(app.exposition.render().decode())
     finally:
         app.close()
     return EXIT_OK if ok else EXIT_FAILED

@@ -1,4 +1,5 @@
-"""Scrape-time rendering of the stored aggregates, plus the configured targets.
+"""Stored aggregates as prometheus-client metric families (for the exposition and backfill), plus
+the configured targets.
 
 Example exposition:
 
@@ -9,19 +10,18 @@ Example exposition:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
-from prometheus_client.registry import Collector
 
 from exporter import metrics as m
 from exporter.config import Config
-from exporter.store import Store
 from exporter.store.aggregates import LAYOUTS, HistogramSeries, Series, ValueSeries
 from exporter.store.layouts import cumulative
 
@@ -53,6 +53,8 @@ def histogram_buckets(
 def family(spec: m.MetricSpec) -> Metric:
     if spec.type == "histogram":
         return HistogramMetricFamily(spec.name, spec.help, labels=spec.labels)
+    if spec.type == "summary":
+        return SummaryMetricFamily(spec.name, spec.help, labels=spec.labels)
     if spec.type == "counter":
         return CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
     return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
@@ -71,48 +73,25 @@ def add_sample(
         assert isinstance(series, HistogramSeries)
         buckets = histogram_buckets(spec.name, series, bounds)
         target.add_metric(list(labels), buckets, series.sum, timestamp=timestamp)
+    elif isinstance(target, SummaryMetricFamily):
+        assert isinstance(series, HistogramSeries)
+        target.add_metric(list(labels), series.count, series.sum, timestamp=timestamp)
     else:
         assert isinstance(series, ValueSeries)
         assert isinstance(target, CounterMetricFamily | GaugeMetricFamily)
         target.add_metric(list(labels), series.value, timestamp=timestamp)
 
 
-class StoreCollector(Collector):
-    """Every stored series, and the configured targets and baselines."""
-
-    def __init__(self, store: Store, config: Config) -> None:
-        self.store = store
-        self.config = config
-        extra = target_bounds(config)
-        self.bounds = {spec.name: bucket_bounds(spec, extra) for spec in m.ALL_METRICS}
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._targets()
-        rendered: list[Metric] = []
-        with self.store.reading() as aggregates:
-            for spec in m.ALL_METRICS:
-                series = aggregates.series[spec.name]
-                if not series:
-                    continue
-                found = family(spec)
-                for labels, value in series.items():
-                    add_sample(found, spec, labels, value, self.bounds[spec.name])
-                rendered.append(found)
-        yield from rendered
-
-    def _targets(self) -> Iterator[Metric]:
-        target = family(m.TARGET)
-        baseline = family(m.BASELINE)
-        assert isinstance(target, GaugeMetricFamily)
-        assert isinstance(baseline, GaugeMetricFamily)
-        for t in self.config.targets:
-            for bound in ("lower", "upper"):
-                labels = [t.repository, t.workflow, t.branch, bound]
-                target.add_metric(labels, getattr(t.target, bound))
-                if t.baseline is not None:
-                    baseline.add_metric(labels, getattr(t.baseline, bound))
-        yield target
-        yield baseline
+def targets(config: Config) -> list[Metric]:
+    """The configured targets and baselines as gauges."""
+    target = family(m.TARGET)
+    baseline = family(m.BASELINE)
+    assert isinstance(target, GaugeMetricFamily)
+    assert isinstance(baseline, GaugeMetricFamily)
+    for t in config.targets:
+        for bound in ("lower", "upper"):
+            labels = [t.repository, t.workflow, t.branch, bound]
+            target.add_metric(labels, getattr(t.target, bound))
+            if t.baseline is not None:
+                baseline.add_metric(labels, getattr(t.baseline, bound))
+    return [target, baseline]

@@ -302,7 +302,17 @@ class ShardingConfig(_Strict):
 
 class LimitsConfig(_Strict):
     # Per metric: new label sets beyond this fold into "other" and are counted.
-    max_series_per_metric: int = Field(default=5000, ge=10, le=10_000_000)
+    max_series_per_metric: int = Field(default=50_000, ge=10, le=10_000_000)
+    # A label set not updated for this long is dropped (a renamed job, a deleted branch).
+    series_ttl: PositiveDuration = 14 * 86400.0
+    # Distinct runner label sets (runs-on) per repository; further ones fold into "other".
+    max_runner_label_sets: int = Field(default=10, ge=1, le=1000)
+
+
+class MetricsConfig(_Strict):
+    # Job names (globs) whose steps also get a histogram (percentiles); every step has its
+    # average (sum and count) and latest value anyway.
+    step_histograms: list[str] = Field(default_factory=list)
 
 
 class Config(_Strict):
@@ -312,6 +322,7 @@ class Config(_Strict):
     targets: list[TargetConfig] = Field(default_factory=list)
     registries: list[RegistryConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
 
     @field_validator("listen")

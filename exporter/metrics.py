@@ -9,13 +9,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-MetricType = Literal["histogram", "gauge", "counter"]
+# A summary here has no quantiles: `_sum` and `_count` only, for averages at two samples a series.
+MetricType = Literal["histogram", "summary", "gauge", "counter"]
 
-# Wall times of runs and jobs: seconds up to two hours; target/baseline bounds are added per config.
-RUN_BUCKETS = (30, 60, 120, 180, 300, 420, 600, 720, 900, 1200, 1500, 1800, 2400, 3600, 5400, 7200)
-QUEUE_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
-STEP_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600)
-POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Buckets sized to what each histogram measures (each bucket is a sample per series).
+# Runs: 2 min to 2 h; every configured target and baseline bound is added per config.
+RUN_BUCKETS = (120, 300, 600, 900, 1200, 1800, 3600, 7200)
+# Jobs: 30 s to an hour.
+JOB_BUCKETS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
+# Waiting for a runner: seconds to half an hour.
+QUEUE_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800)
+# Steps and Dockerfile instructions: a second to half an hour.
+STEP_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800)
+POLL_BUCKETS = (0.1, 0.5, 1, 5, 30, 120)
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class ScopedCap:
 
 
 SUITES_CAP = ScopedCap("suites", ("repository", "workflow"), ("suite",))
+# Runner label sets (runs-on labels, sorted): bounded per repository; a runner's name never is a label.
+RUNNERS_CAP = ScopedCap("runners", ("repository",), ("runner_labels",))
 INSTRUCTIONS_CAP = ScopedCap(
     "instructions", ("repository", "workflow", "job_name"), ("stage", "instruction")
 )
@@ -50,7 +58,15 @@ class MetricSpec:
     def series_names(self) -> tuple[str, ...]:
         if self.type == "histogram":
             return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        if self.type == "summary":
+            return (f"{self.name}_sum", f"{self.name}_count")
         return (self.name,)
+
+    def samples_per_series(self, extra_buckets: int = 0) -> int:
+        """Samples one label set costs in the exposition."""
+        if self.type == "histogram":
+            return len(self.buckets) + extra_buckets + 3  # buckets, +Inf, _sum, _count
+        return 2 if self.type == "summary" else 1
 
 
 _POLL_NOTE = "Updated by a background poll of the GitHub API (github.poll_interval)."
@@ -67,9 +83,9 @@ RUN_DURATION = MetricSpec(
 RUN_CRITICAL_PATH = MetricSpec(
     "cicd_pipeline_run_critical_path_seconds",
     "histogram",
-    "Execution seconds along the run's critical path (the needs: chain, or inferred from job "
-    "timestamps), ending at the last job to finish. " + _POLL_NOTE,
-    ("repository", "workflow", "branch", "result"),
+    "Execution seconds along a successful run's critical path (the needs: chain, or inferred from "
+    "job timestamps), ending at the last job to finish. " + _POLL_NOTE,
+    ("repository", "workflow", "branch"),
     RUN_BUCKETS,
     target_buckets=True,
 )
@@ -89,7 +105,7 @@ RUN_LAST_DURATION = MetricSpec(
 RUN_LAST_CRITICAL_PATH_JOB = MetricSpec(
     "cicd_pipeline_run_last_critical_path_job_seconds",
     "gauge",
-    "Execution seconds of each critical-path job in the latest completed run.",
+    "Execution seconds of each critical-path job in the latest successful run.",
     ("repository", "workflow", "branch", "job_name"),
     foldable=("job_name",),
 )
@@ -102,18 +118,20 @@ RUN_ACTIVE = MetricSpec(
 JOB_DURATION = MetricSpec(
     "cicd_pipeline_task_run_duration_seconds",
     "histogram",
-    "Job execution: started_at to completed_at.",
-    ("repository", "workflow", "branch", "job_name", "result", "runner"),
-    RUN_BUCKETS,
-    foldable=("job_name", "runner"),
+    "Job execution: started_at to completed_at (all branches).",
+    ("repository", "workflow", "job_name", "result"),
+    JOB_BUCKETS,
+    foldable=("job_name",),
 )
 JOB_QUEUE = MetricSpec(
     "cicd_pipeline_task_run_queue_seconds",
     "histogram",
-    "Job queue time: created_at to started_at.",
-    ("repository", "workflow", "branch", "job_name", "runner"),
+    "Job queue time (created_at to started_at) by the runner labels the job asked for (runs-on, "
+    "sorted, joined with ','; limits.max_runner_label_sets per repository).",
+    ("repository", "workflow", "runner_labels"),
     QUEUE_BUCKETS,
-    foldable=("job_name", "runner"),
+    foldable=("runner_labels",),
+    cap=RUNNERS_CAP,
 )
 JOB_LAST_DURATION = MetricSpec(
     "cicd_pipeline_task_run_last_duration_seconds",
@@ -124,8 +142,23 @@ JOB_LAST_DURATION = MetricSpec(
 )
 STEP_DURATION = MetricSpec(
     "cicd_pipeline_task_step_duration_seconds",
+    "summary",
+    "Step execution: started_at to completed_at (0 for steps without timestamps); sum and count, "
+    "for averages.",
+    ("repository", "workflow", "job_name", "step", "result"),
+    foldable=("job_name", "step"),
+)
+STEP_LAST_DURATION = MetricSpec(
+    "cicd_pipeline_task_step_last_duration_seconds",
+    "gauge",
+    "Execution seconds of each step in the latest completed run of its job.",
+    ("repository", "workflow", "job_name", "step"),
+    foldable=("job_name", "step"),
+)
+STEP_DISTRIBUTION = MetricSpec(
+    "cicd_pipeline_task_step_duration_distribution_seconds",
     "histogram",
-    "Step execution: started_at to completed_at (0 for steps without timestamps).",
+    "Step execution as a histogram, for the jobs named in metrics.step_histograms (percentiles).",
     ("repository", "workflow", "job_name", "step", "result"),
     STEP_BUCKETS,
     foldable=("job_name", "step"),
@@ -162,12 +195,14 @@ PIPELINE_METRICS = (
     JOB_QUEUE,
     JOB_LAST_DURATION,
     STEP_DURATION,
+    STEP_LAST_DURATION,
+    STEP_DISTRIBUTION,
     TARGET,
     BASELINE,
     RUN_TARGET,
 )
 
-TEST_BUCKETS = (1, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1200, 1800, 3600)
+TEST_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 3600)
 _JUNIT_NOTE = "From JUnit XML in the run's artifacts (github.repositories[].junit)."
 
 TEST_SUITE_DURATION = MetricSpec(
@@ -198,8 +233,8 @@ TEST_CASES = MetricSpec(
 )
 TEST_METRICS = (TEST_SUITE_DURATION, TEST_SUITE_LAST, TEST_CASES)
 
-BUILD_BUCKETS = (5, 10, 30, 60, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, 3600)
-CACHE_BUCKETS = (0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 600)
+BUILD_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600)
+CACHE_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _LOG_NOTE = "From the BuildKit output in job logs (github.repositories[].logs.jobs)."
 
 BUILDKIT_BUILD = MetricSpec(
@@ -407,6 +442,25 @@ POLLS_DEFERRED = MetricSpec(
     ("source",),
 )
 
+SERIES_EXPIRED = MetricSpec(
+    "ci_pipeline_exporter_series_expired_total",
+    "counter",
+    "Label sets dropped after limits.series_ttl without an update (a renamed job, a deleted "
+    "branch, a removed step).",
+    ("metric",),
+)
+SERIES = MetricSpec(
+    "ci_pipeline_exporter_series",
+    "gauge",
+    "Label sets of each metric now in the store (the cap is ci_pipeline_exporter_series_limit).",
+    ("metric",),
+)
+SERIES_LIMIT = MetricSpec(
+    "ci_pipeline_exporter_series_limit",
+    "gauge",
+    'limits.max_series_per_metric: beyond it, new label sets fold into "other".',
+    (),
+)
 STATE_REBUILDS = MetricSpec(
     "ci_pipeline_exporter_state_rebuilds_total",
     "counter",
@@ -428,6 +482,9 @@ EXPORTER_METRICS = (
     SERIES_DROPPED,
     RUNS_OBSERVED,
     POLLS_DEFERRED,
+    SERIES_EXPIRED,
+    SERIES,
+    SERIES_LIMIT,
     STATE_REBUILDS,
 )
 

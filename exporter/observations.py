@@ -100,8 +100,11 @@ class RepositoryPolicy:
     targets: Mapping[tuple[str, str], float] = field(default_factory=dict)
     log_jobs: tuple[str, ...] = ()
     junit_artifacts: tuple[str, ...] = ()
+    # Jobs (globs) whose steps also get a histogram.
+    step_histograms: tuple[str, ...] = ()
     max_instructions: int = 50
     max_suites: int = 100
+    max_runner_label_sets: int = 10
 
     @property
     def source(self) -> str:
@@ -112,6 +115,7 @@ class RepositoryPolicy:
         return {
             m.INSTRUCTIONS_CAP.name: self.max_instructions,
             m.SUITES_CAP.name: self.max_suites,
+            m.RUNNERS_CAP.name: self.max_runner_label_sets,
         }
 
     def branch(self, name: str) -> str:
@@ -119,6 +123,9 @@ class RepositoryPolicy:
 
     def reads_log(self, job: JobFacts) -> bool:
         return job.result != "skip" and any(fnmatch.fnmatchcase(job.name, g) for g in self.log_jobs)
+
+    def step_histogram(self, job: str) -> bool:
+        return any(fnmatch.fnmatchcase(job, glob) for glob in self.step_histograms)
 
 
 def attempt_key(repository: str, run_id: int, attempt: int) -> tuple[str, str]:
@@ -136,13 +143,10 @@ def run_items(facts: RunFacts, policy: RepositoryPolicy) -> list[Item]:
         Increment(m.RUN_CRITICAL_PATH_SOURCE, (repo, workflow, facts.critical_path_source)),
         Increment(m.RUNS_OBSERVED, (repo,)),
     ]
-    if facts.critical_path:
+    # A failed run's path ends where it stopped: only successful runs say what the path costs.
+    if facts.critical_path and facts.result == "success":
         items.append(
-            Observe(
-                m.RUN_CRITICAL_PATH,
-                (repo, workflow, branch, facts.result),
-                facts.critical_path_seconds,
-            )
+            Observe(m.RUN_CRITICAL_PATH, (repo, workflow, branch), facts.critical_path_seconds)
         )
         path: dict[Labels, float] = {}
         for job in facts.critical_path:
@@ -162,30 +166,27 @@ def run_items(facts: RunFacts, policy: RepositoryPolicy) -> list[Item]:
 def job_items(facts: RunFacts, job: JobFacts, policy: RepositoryPolicy) -> list[Item]:
     repo, workflow = policy.repository, facts.workflow
     branch = policy.branch(facts.branch)
+    completed_at = job.completed_at or facts.completed_at
     items: list[Item] = [
-        Observe(
-            m.JOB_DURATION, (repo, workflow, branch, job.name, job.result, job.runner), job.seconds
-        )
+        Observe(m.JOB_DURATION, (repo, workflow, job.name, job.result), job.seconds)
     ]
     if job.queue_seconds is not None:
-        items.append(
-            Observe(m.JOB_QUEUE, (repo, workflow, branch, job.name, job.runner), job.queue_seconds)
-        )
+        items.append(Observe(m.JOB_QUEUE, (repo, workflow, job.runner), job.queue_seconds))
     if job.result != "skip":
         items.append(
             Latest(
-                m.JOB_LAST_DURATION,
-                (repo, workflow, branch, job.name),
-                job.seconds,
-                job.completed_at or facts.completed_at,
+                m.JOB_LAST_DURATION, (repo, workflow, branch, job.name), job.seconds, completed_at
             )
         )
+    histogram = policy.step_histogram(job.name)
     for step in job.steps:
-        items.append(
-            Observe(
-                m.STEP_DURATION, (repo, workflow, job.name, step.name, step.result), step.seconds
-            )
-        )
+        labels = (repo, workflow, job.name, step.name, step.result)
+        items.append(Observe(m.STEP_DURATION, labels, step.seconds))
+        if histogram:
+            items.append(Observe(m.STEP_DISTRIBUTION, labels, step.seconds))
+        if job.result != "skip":
+            last = (repo, workflow, job.name, step.name)
+            items.append(Latest(m.STEP_LAST_DURATION, last, step.seconds, completed_at))
     return items
 
 

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer, create_server
 
@@ -47,9 +46,7 @@ _LANDING = """<!doctype html>
 """
 
 
-def make_app(registry: CollectorRegistry, readiness: Readiness) -> WSGIApp:
-    metrics_app = make_wsgi_app(registry)
-
+def make_app(metrics_app: WSGIApp, readiness: Readiness) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":

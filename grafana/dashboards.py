@@ -29,6 +29,8 @@ class Queries:
         self.repo = f'{k.selector}, repository=~"$repository"'
         # Recorded series (ci:…) are aggregated: they keep these labels but not job/instance.
         self.recorded = 'repository=~"$repository", workflow=~"$workflow", branch=~"$branch"'
+        # Job durations are kept across branches.
+        self.recorded_jobs = 'repository=~"$repository", workflow=~"$workflow"'
 
 
 def _target(
@@ -212,31 +214,31 @@ def pipeline(k: Knobs) -> dashboard.Dashboard:
         .with_row(dashboard.Row("Runner minutes and savings"))
         .with_panel(
             _stat(
-                "Runner minutes per run",
+                "Runner minutes per run (all branches)",
                 "m",
                 _target(
-                    f"sum(increase(cicd_pipeline_task_run_duration_seconds_sum{{{q.run}}}[1d])) / "
-                    f"sum(increase({run}_count{{{q.run}}}[1d])) / 60",
+                    f"sum(increase(cicd_pipeline_task_run_duration_seconds_sum{{{q.nobranch}}}[1d])) / "
+                    f"sum(increase({run}_count{{{q.nobranch}}}[1d])) / 60",
                     instant=True,
                 ),
             )
         )
         .with_panel(
             _stat(
-                "Runner minutes per day",
+                "Runner minutes per day (all branches)",
                 "m",
                 _target(
-                    f"sum(increase(cicd_pipeline_task_run_duration_seconds_sum{{{q.run}}}[1d])) / 60",
+                    f"sum(increase(cicd_pipeline_task_run_duration_seconds_sum{{{q.nobranch}}}[1d])) / 60",
                     instant=True,
                 ),
             )
         )
         .with_panel(
             _stat(
-                "Runner minutes per month",
+                "Runner minutes per month (all branches)",
                 "m",
                 _target(
-                    f"sum(increase(cicd_pipeline_task_run_duration_seconds_sum{{{q.run}}}[30d])) / 60",
+                    f"sum(increase(cicd_pipeline_task_run_duration_seconds_sum{{{q.nobranch}}}[30d])) / 60",
                     instant=True,
                 ),
             )
@@ -273,8 +275,8 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Each job's share of the run time",
                 "percentunit",
                 _target(
-                    f"sum by (job_name) (increase({job}_sum{{{q.run}}}[$__range])) / on() group_left "
-                    f"sum(increase(cicd_pipeline_run_duration_seconds_sum{{{q.run}}}[$__range]))",
+                    f"sum by (job_name) (increase({job}_sum{{{q.nobranch}}}[$__range])) / on() group_left "
+                    f"sum(increase(cicd_pipeline_run_duration_seconds_sum{{{q.nobranch}}}[$__range]))",
                     "{{job_name}}",
                     instant=True,
                 ),
@@ -285,12 +287,12 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 "Job duration p50 / p90",
                 "s",
                 _target(
-                    f"max by (job_name) (ci:cicd_pipeline_task_run_duration_seconds:p50{{{q.recorded}}})",
+                    f"max by (job_name) (ci:cicd_pipeline_task_run_duration_seconds:p50{{{q.recorded_jobs}}})",
                     "{{job_name}} p50",
                     "A",
                 ),
                 _target(
-                    f"max by (job_name) (ci:cicd_pipeline_task_run_duration_seconds:p90{{{q.recorded}}})",
+                    f"max by (job_name) (ci:cicd_pipeline_task_run_duration_seconds:p90{{{q.recorded_jobs}}})",
                     "{{job_name}} p90",
                     "B",
                 ),
@@ -309,12 +311,23 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
             )
         )
         .with_panel(
-            _ts(
-                "Queue time p90 by job",
+            _bars(
+                "Latest run of $job: seconds per step",
                 "s",
                 _target(
-                    f"histogram_quantile(0.9, sum by (job_name, le) (increase(cicd_pipeline_task_run_queue_seconds_bucket{{{q.run}}}[1h])))",
-                    "{{job_name}}",
+                    f'max by (step) (cicd_pipeline_task_step_last_duration_seconds{{{q.nobranch}, job_name=~"$job"}})',
+                    "{{step}}",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _ts(
+                "Queue time p90 by runner labels",
+                "s",
+                _target(
+                    f"histogram_quantile(0.9, sum by (runner_labels, le) (increase(cicd_pipeline_task_run_queue_seconds_bucket{{{q.nobranch}}}[1h])))",
+                    "{{runner_labels}}",
                 ),
             )
         )
@@ -639,6 +652,35 @@ def exporter(k: Knobs) -> dashboard.Dashboard:
                 _target(
                     f"max by (resource) (ci_pipeline_exporter_github_rate_limit_limit{{{sel}}})",
                     "{{resource}} limit",
+                    "B",
+                ),
+            )
+        )
+        .with_panel(
+            _ts(
+                "Series per metric (the cap: ci_pipeline_exporter_series_limit)",
+                "short",
+                _target(
+                    f"max by (metric) (ci_pipeline_exporter_series{{{sel}}})", "{{metric}}", "A"
+                ),
+                _target(f"max(ci_pipeline_exporter_series_limit{{{sel}}})", "cap", "B"),
+            )
+        )
+        .with_panel(
+            _ts(
+                'Observations folded into "other" and series expired (1h)',
+                "short",
+                _target(
+                    f"sum by (metric) (increase(ci_pipeline_exporter_series_dropped_total{{{sel}}}[1h]))"
+                    # Nothing folded yet is 0 per metric, not an empty panel.
+                    f" or sum by (metric) (0 * ci_pipeline_exporter_series{{{sel}}})",
+                    "folded {{metric}}",
+                    "A",
+                ),
+                _target(
+                    f"sum by (metric) (increase(ci_pipeline_exporter_series_expired_total{{{sel}}}[1h]))"
+                    f" or sum by (metric) (0 * ci_pipeline_exporter_series{{{sel}}})",
+                    "expired {{metric}}",
                     "B",
                 ),
             )

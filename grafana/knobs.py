@@ -50,6 +50,9 @@ class Knobs:
     # CIGitHubRateLimitLow
     rate_limit_ratio: float = 0.1
     rate_limit_for: str = "10m"
+    # CIPipelineExporterSeriesNearCap
+    series_near_cap_ratio: float = 0.8
+    series_near_cap_for: str = "1h"
     # Recording rules: the percentile window of the dashboards' duration panels.
     recording_window: str = "1d"
     progress_window: str = "7d"
@@ -73,6 +76,7 @@ class Knobs:
             exporter_down_for="5s",
             stale_for="0s",
             rate_limit_for="0s",
+            series_near_cap_for="0s",
             recording_window="30s",
             progress_window="60s",
         )

@@ -12,6 +12,8 @@ RUN_KEYS = "repository, workflow, branch"
 # The CI job's label is `job_name`: a label called `job` would collide with Prometheus' own
 # target label (renamed to exported_job, or overwritten with honor_labels: true).
 CI_JOB = "job_name"
+# Job durations are kept across branches (one histogram per job and result).
+JOB_KEYS = f"repository, workflow, {CI_JOB}"
 
 
 def _median(
@@ -73,8 +75,8 @@ def recording_rules(k: Knobs) -> list[dict[str, Any]]:
         rules.append(
             {
                 "record": f"ci:cicd_pipeline_task_run_duration_seconds:{name}",
-                "expr": f"histogram_quantile({q}, sum by (repository, workflow, branch, {CI_JOB}, le) "
-                f"(increase({JOB}_bucket{{{sel}}}[{k.recording_window}])))",
+                "expr": f"histogram_quantile({q}, sum by ({JOB_KEYS}, le) "
+                f'(increase({JOB}_bucket{{{sel}, result="success"}}[{k.recording_window}])))',
             }
         )
     # 0 at the baseline's upper bound, 1 at the target's upper bound (clamped), by the median of
@@ -107,7 +109,7 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
         f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_recent, sel, extra=success)} >= {k.regression_min_runs})"
         f" and on({RUN_KEYS}) ({_count(RUN, RUN_KEYS, k.regression_baseline, sel, extra=success, offset=k.regression_recent)} >= {k.regression_min_runs})"
     )
-    job_keys = f"repository, workflow, branch, {CI_JOB}"
+    job_keys = JOB_KEYS
     job_regression = (
         f"({_median(JOB, job_keys, k.regression_recent, sel, extra=success)} "
         f"> {k.job_regression_factor} * {_median(JOB, job_keys, k.regression_baseline, sel, extra=success, offset=k.regression_recent)})"
@@ -115,8 +117,12 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
         f" and on({job_keys}) ({_count(JOB, job_keys, k.regression_baseline, sel, extra=success, offset=k.regression_recent)} >= {k.regression_min_runs})"
     )
     queue = (
-        f"histogram_quantile(0.9, sum by (repository, workflow, {CI_JOB}, le) "
+        "histogram_quantile(0.9, sum by (repository, workflow, runner_labels, le) "
         f"(rate(cicd_pipeline_task_run_queue_seconds_bucket{{{sel}}}[{k.queue_window}]))) > {k.queue_p90_seconds}"
+    )
+    series_near_cap = (
+        f"max by (metric) (ci_pipeline_exporter_series{{{sel}}}) > on() group_left "
+        f"{k.series_near_cap_ratio} * max(ci_pipeline_exporter_series_limit{{{sel}}})"
     )
     steps = "buildkit_steps_total"
     cache_hit = (
@@ -180,8 +186,8 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             duration=k.queue_for,
             severity="warning",
             summary="Jobs of {{ $labels.repository }} wait for runners",
-            description=f"The 90th percentile queue time of {{{{ $labels.job_name }}}} over {k.queue_window} is above "
-            f"{k.queue_p90_seconds:g} seconds.",
+            description=f"The 90th percentile queue time of jobs asking for {{{{ $labels.runner_labels }}}} over {k.queue_window} "
+            f"is above {k.queue_p90_seconds:g} seconds.",
             dashboard="bottlenecks",
             k=k,
         ),
@@ -232,6 +238,17 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             severity="warning",
             summary="No successful poll of {{ $labels.source }} for a while",
             description=f"The last successful poll is older than {k.stale_factor}× the poll interval.",
+            dashboard="exporter",
+            k=k,
+        ),
+        _alert(
+            "CIPipelineExporterSeriesNearCap",
+            series_near_cap,
+            duration=k.series_near_cap_for,
+            severity="warning",
+            summary="{{ $labels.metric }} is near its series cap",
+            description=f"It holds more than {k.series_near_cap_ratio:.0%} of limits.max_series_per_metric; "
+            'beyond the cap new jobs, steps and runners fold into "other".',
             dashboard="exporter",
             k=k,
         ),

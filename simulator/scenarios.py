@@ -241,6 +241,36 @@ def _bench_jobs() -> tuple[JobSpec, ...]:
 
 BENCH_JOBS = _bench_jobs()
 
+
+def _org_jobs() -> tuple[JobSpec, ...]:
+    """A typical repository of an organisation: one workflow of 8 jobs of 4 steps (plus GitHub's
+    set-up and complete steps) — lint, build, two test shards, checks, package, deploy, notify."""
+    names = ("lint", "build", "test-1", "test-2", "checks", "package", "deploy", "notify")
+    needs: dict[str, tuple[str, ...]] = {
+        "build": ("lint",),
+        "test-1": ("build",),
+        "test-2": ("build",),
+        "checks": ("build",),
+        "package": ("test-1", "test-2", "checks"),
+        "deploy": ("package",),
+        "notify": ("deploy",),
+    }
+    jobs = []
+    for index, name in enumerate(names):
+        steps = _steps(
+            SETUP,
+            ("Checkout", 3.0),
+            ("Set up toolchain", 10.0 + index),
+            (f"Run {name}", 40.0 + 13 * index),
+            ("Upload results", 4.0),
+            COMPLETE,
+        )
+        jobs.append(JobSpec(name, steps, needs=needs.get(name, ())))
+    return tuple(jobs)
+
+
+ORG_JOBS = _org_jobs()
+
 SCENARIOS: dict[str, Scenario] = {
     "seed": Scenario("seed", lambda _p: SEED_JOBS),
     "optimized": Scenario("optimized", lambda _p: OPTIMIZED_JOBS, queue_range=(3.0, 15.0)),
@@ -262,6 +292,16 @@ SCENARIOS: dict[str, Scenario] = {
         failure_rate=0.02,
         workflows=5,
         queue_range=(1.0, 10.0),
+    ),
+    # Five runs a day on two branches (main and pull requests), for organisation-scale benchmarks.
+    "org": Scenario(
+        "org",
+        lambda _p: ORG_JOBS,
+        run_interval=86400.0 / 5,
+        history_runs=5,
+        failure_rate=0.05,
+        pr_rate=0.4,
+        queue_range=(2.0, 20.0),
     ),
     "journey": Scenario(
         "journey",

@@ -168,8 +168,8 @@ class Expected:
 def expected_from_truth(
     truth: dict[str, Any], branches: frozenset[str] = frozenset({"main"})
 ) -> dict[str, Expected]:
-    """What each histogram must hold, from raw timestamps: run wall time, job execution and queue,
-    step durations and critical path execution seconds."""
+    """What each histogram must hold, from raw timestamps: run wall time, job execution, queue
+    time by runner labels, step durations and critical path execution seconds (successful runs)."""
     out = {name: Expected() for name in ("run", "job", "queue", "step", "critical")}
     for attempt in truth["attempts"]:
         branch = attempt["branch"] if attempt["branch"] in branches else "other"
@@ -178,10 +178,12 @@ def expected_from_truth(
         wall = max(j["completed_at"] for j in ran) - min(j["started_at"] for j in ran)
         out["run"].add((attempt["repository"], branch, attempt["event"], result), wall)
         by_name = {j["name"]: j for j in attempt["jobs"]}
-        critical = sum(
-            by_name[n]["completed_at"] - by_name[n]["started_at"] for n in attempt["critical_path"]
-        )
-        out["critical"].add((attempt["repository"], branch, result), critical)
+        if result == "success":
+            critical = sum(
+                by_name[n]["completed_at"] - by_name[n]["started_at"]
+                for n in attempt["critical_path"]
+            )
+            out["critical"].add((attempt["repository"], branch), critical)
         for job in attempt["jobs"]:
             job_result = RESULT.get(job["conclusion"], "error")
             out["job"].add(
@@ -189,8 +191,9 @@ def expected_from_truth(
                 job["completed_at"] - job["started_at"],
             )
             if job["conclusion"] != "skipped":
+                runner = ",".join(sorted(job["labels"]))
                 out["queue"].add(
-                    (attempt["repository"], job["name"]), job["started_at"] - job["created_at"]
+                    (attempt["repository"], runner), job["started_at"] - job["created_at"]
                 )
             for step in job["steps"]:
                 seconds = (
@@ -215,9 +218,9 @@ def assert_matches_truth(exp: Exposition, truth: dict[str, Any]) -> None:
     expected = expected_from_truth(truth)
     checks = [
         ("run", "cicd_pipeline_run_duration_seconds", ("repository", "branch", "event", "result")),
-        ("critical", "cicd_pipeline_run_critical_path_seconds", ("repository", "branch", "result")),
+        ("critical", "cicd_pipeline_run_critical_path_seconds", ("repository", "branch")),
         ("job", "cicd_pipeline_task_run_duration_seconds", ("repository", "job_name", "result")),
-        ("queue", "cicd_pipeline_task_run_queue_seconds", ("repository", "job_name")),
+        ("queue", "cicd_pipeline_task_run_queue_seconds", ("repository", "runner_labels")),
         (
             "step",
             "cicd_pipeline_task_step_duration_seconds",

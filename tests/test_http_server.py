@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
 
 from exporter.logging import configure_logging
 from exporter.server import HttpServer, Readiness, ServerLimits, make_app
@@ -22,7 +22,7 @@ from tests.helpers import wait_for
 def _app() -> Any:
     registry = CollectorRegistry()
     Counter("demo_things", "Things.", registry=registry).inc(3)
-    return make_app(registry, Readiness(["github:acme/webapp"]))
+    return make_app(make_wsgi_app(registry), Readiness(["github:acme/webapp"]))
 
 
 @contextmanager

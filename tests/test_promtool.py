@@ -16,7 +16,8 @@ def test_promtool_check_metrics(
     promtool = require_binary("promtool")
     result = run_cli("once", "--config", str(config_file), env=env)
     assert result.returncode == 0
-    assert "cicd_pipeline_task_step_duration_seconds_bucket" in result.stdout
+    assert "cicd_pipeline_task_step_duration_seconds_sum" in result.stdout
+    assert "cicd_pipeline_run_duration_seconds_bucket" in result.stdout
     check = subprocess.run(
         [promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True
     )

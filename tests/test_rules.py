@@ -56,7 +56,7 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
     "CIJobQueueTimeHigh": (
         "warning",
         "Jobs of {repository} wait for runners",
-        "The 90th percentile queue time of {job_name} over 1h is above 120 seconds.",
+        "The 90th percentile queue time of jobs asking for {runner_labels} over 1h is above 120 seconds.",
         "cipe-bottlenecks",
     ),
     "CIBuildCacheHitRatioLow": (
@@ -87,6 +87,12 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
         "warning",
         "No successful poll of {source} for a while",
         "The last successful poll is older than 3× the poll interval.",
+        "cipe-exporter-health",
+    ),
+    "CIPipelineExporterSeriesNearCap": (
+        "warning",
+        "{metric} is near its series cap",
+        'It holds more than 80% of limits.max_series_per_metric; beyond the cap new jobs, steps and runners fold into "other".',
         "cipe-exporter-health",
     ),
     "CIGitHubRateLimitLow": (
@@ -208,13 +214,7 @@ def regressions() -> dict[str, Any]:
     }
     for repo, (b, r) in cases.items():
         series += _two_windows(run, {"repository": repo, **RUN}, b, r)
-    job_labels = {
-        "workflow": "CI",
-        "branch": "main",
-        "job_name": "test-suite",
-        "result": "success",
-        "runner": "ubuntu-latest",
-    }
+    job_labels = {"workflow": "CI", "job_name": "test-suite", "result": "success"}
     for repo, (b, r) in {
         "fires": (
             {"500": 0, "600": 10, "800": 10, "+Inf": 10},
@@ -245,7 +245,7 @@ def regressions() -> dict[str, Any]:
                 "exp_alerts": [
                     _expected(
                         "CIJobDurationRegression",
-                        {"repository": "fires", **keys, "job_name": "test-suite"},
+                        {"repository": "fires", "workflow": "CI", "job_name": "test-suite"},
                     )
                 ],
             },
@@ -255,18 +255,19 @@ def regressions() -> dict[str, Any]:
 
 def small_alerts() -> dict[str, Any]:
     queue = "cicd_pipeline_task_run_queue_seconds"
-    qlabels = {"workflow": "CI", "branch": "main", "runner": "ubuntu-latest"}
+    qlabels = {"repository": "r", "workflow": "CI"}
     series = []
-    # Queue p90: 10 waits in (120, 300] fire; 9 within 120 and 1 above: p90 exactly 120, silent.
+    # Queue p90 by runner labels: 10 waits in (120, 300] fire; 9 within 120 and 1 above: p90
+    # exactly 120, silent.
     series += histogram(
         queue,
-        {"repository": "r", "job_name": "slow", **qlabels},
+        {**qlabels, "runner_labels": "gpu,self-hosted"},
         {"60": "0x5 0x100", "120": "0x5 0x100", "300": "0x5 10x100", "+Inf": "0x5 10x100"},
         "0x5 10x100",
     )
     series += histogram(
         queue,
-        {"repository": "r", "job_name": "edge", **qlabels},
+        {**qlabels, "runner_labels": "ubuntu-latest"},
         {"60": "0x5 0x100", "120": "0x5 9x100", "300": "0x5 10x100", "+Inf": "0x5 10x100"},
         "0x5 10x100",
     )
@@ -300,6 +301,10 @@ def small_alerts() -> dict[str, Any]:
         series.append(
             _series("ci_pipeline_exporter_poll_interval_seconds", {"source": source}, "60x100")
         )
+    # Series: 90 % of the cap fires, exactly 80 % is silent.
+    for metric, count in {"near": 4500, "edge": 4000}.items():
+        series.append(_series("ci_pipeline_exporter_series", {"metric": metric}, f"{count}x100"))
+    series.append(_series("ci_pipeline_exporter_series_limit", {}, "5000x100"))
     # Rate limit: 8 % left fires; exactly 10 % silent.
     series.append(
         _series("ci_pipeline_exporter_github_rate_limit_remaining", {"resource": "core"}, "400x100")
@@ -323,7 +328,7 @@ def small_alerts() -> dict[str, Any]:
                 "exp_alerts": [
                     _expected(
                         "CIJobQueueTimeHigh",
-                        {"repository": "r", "workflow": "CI", "job_name": "slow"},
+                        {"repository": "r", "workflow": "CI", "runner_labels": "gpu,self-hosted"},
                     )
                 ],
             },
@@ -336,6 +341,11 @@ def small_alerts() -> dict[str, Any]:
                         {"repository": "r", "workflow": "CI", "job_name": "low"},
                     )
                 ],
+            },
+            {
+                "eval_time": "90m",
+                "alertname": "CIPipelineExporterSeriesNearCap",
+                "exp_alerts": [_expected("CIPipelineExporterSeriesNearCap", {"metric": "near"})],
             },
             {
                 "eval_time": "40m",
@@ -390,7 +400,7 @@ def test_promtool_check_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 15 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_every_alert_has_the_contract_fields() -> None:
@@ -406,6 +416,7 @@ def test_every_alert_has_the_contract_fields() -> None:
         "CIPipelineExporterDown",
         "CIPipelineExporterStale",
         "CIGitHubRateLimitLow",
+        "CIPipelineExporterSeriesNearCap",
     }
     runbook = (GRAFANA / "runbook.md").read_text()
     for name, rule in alerts.items():

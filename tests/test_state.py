@@ -28,13 +28,13 @@ def unit(*items: object, key: str | None = None, **kwargs: object) -> Unit:
 
 
 def hist(store: Store, metric: str, labels: tuple[str, ...]) -> HistogramSeries:
-    found = store.aggregates.series[metric][labels]
+    found = store.aggregates.get(metric, labels)
     assert isinstance(found, HistogramSeries)
     return found
 
 
 def value(store: Store, metric: str, labels: tuple[str, ...]) -> float:
-    found = store.aggregates.series[metric].get(labels)
+    found = store.aggregates.get(metric, labels)
     assert found is None or isinstance(found, ValueSeries)
     return found.value if found else 0.0
 
@@ -76,9 +76,9 @@ def test_aggregates_and_tasks_survive_reopen(tmp_path: Path) -> None:
     assert (series.count, series.sum) == (2, 690.5)
     assert cumulative(FineLayout(), series.slots, [90, 91, 600]) == [0, 1, 2]
     assert value(again, m.RUNS_OBSERVED.name, ("acme/webapp",)) == 1
-    assert again.aggregates.series[m.RUN_LAST_DURATION.name][LABELS[:3]] == ValueSeries(
-        600, 100, again.aggregates.series[m.RUN_LAST_DURATION.name][LABELS[:3]].updated
-    )
+    last = again.aggregates.get(m.RUN_LAST_DURATION.name, LABELS[:3])
+    assert isinstance(last, ValueSeries)
+    assert (last.value, last.at) == (600, 100)
     assert again.is_observed("attempt", "k")
     assert [p.task for p in again.pending("github:acme/webapp")] == [task]
     assert again.schema_version() == SCHEMA_VERSION
@@ -110,7 +110,7 @@ def test_latest_gauge_keeps_the_newest() -> None:
     store.commit(unit(ReplaceGroup(path, prefix, ((("build",), 1), (("tag",), 2)), at=10)))
     store.commit(unit(ReplaceGroup(path, prefix, ((("build",), 3),), at=20)))
     store.commit(unit(ReplaceGroup(path, prefix, ((("old",), 9),), at=5)))
-    jobs = {labels[-1]: s.value for labels, s in store.aggregates.series[path.name].items()}  # type: ignore[union-attr]
+    jobs = {labels[-1]: s.value for labels, s in store.aggregates.series_of(path.name)}  # type: ignore[union-attr]
     assert jobs == {"build": 3}
 
 
@@ -126,7 +126,7 @@ def test_series_cap_folds_and_counts() -> None:
     folded observation is counted."""
     store = Store(":memory:", max_series_per_metric=10)
     store.commit(unit(*_steps(15)))
-    steps = {labels[3] for labels in store.aggregates.series[m.STEP_DURATION.name]}
+    steps = {labels[3] for labels, _ in store.aggregates.series_of(m.STEP_DURATION.name)}
     assert len(steps) == 11
     assert "other" in steps
     assert value(store, m.SERIES_DROPPED.name, (m.STEP_DURATION.name,)) == 5
@@ -149,7 +149,7 @@ def test_folding_is_decided_at_commit() -> None:
         with pytest.raises(ValueError, match="expected labels"):
             fresh.commit(broken)
     fresh.commit(unit(*_steps(1, start=99)))
-    assert set(fresh.aggregates.series[m.STEP_DURATION.name]) == {
+    assert {labels for labels, _ in fresh.aggregates.series_of(m.STEP_DURATION.name)} == {
         ("r", "CI", "job", "step 99", "success")
     }
     assert value(fresh, m.SERIES_DROPPED.name, (m.STEP_DURATION.name,)) == 0
@@ -162,8 +162,8 @@ def test_scoped_caps_fold_per_scope() -> None:
     suites = [Observe(m.TEST_SUITE_DURATION, ("r", "CI", f"app{i}"), 1.0) for i in range(5)]
     cases = [Increment(m.TEST_CASES, ("r", "CI", f"app{i}", "passed"), 2) for i in range(5)]
     store.commit(unit(*suites, *cases, limits={"suites": 3}))
-    durations = {labels[2] for labels in store.aggregates.series[m.TEST_SUITE_DURATION.name]}
-    counted = {labels[2] for labels in store.aggregates.series[m.TEST_CASES.name]}
+    durations = {labels[2] for labels, _ in store.aggregates.series_of(m.TEST_SUITE_DURATION.name)}
+    counted = {labels[2] for labels, _ in store.aggregates.series_of(m.TEST_CASES.name)}
     assert durations == counted == {"app0", "app1", "app2", "other"}
     assert value(store, m.TEST_CASES.name, ("r", "CI", "other", "passed")) == 4
     assert value(store, m.SERIES_DROPPED.name, (m.TEST_SUITE_DURATION.name,)) == 2
@@ -171,7 +171,7 @@ def test_scoped_caps_fold_per_scope() -> None:
     store.commit(
         unit(Observe(m.TEST_SUITE_DURATION, ("r", "Nightly", "app4"), 1.0), limits={"suites": 3})
     )
-    assert ("r", "Nightly", "app4") in store.aggregates.series[m.TEST_SUITE_DURATION.name]
+    assert store.aggregates.get(m.TEST_SUITE_DURATION.name, ("r", "Nightly", "app4")) is not None
 
 
 def test_histogram_memory_is_constant_in_observations(tmp_path: Path) -> None:

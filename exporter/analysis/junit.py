@@ -55,7 +55,6 @@ class SuiteTotals:
             self.slowest = sorted(self.slowest, key=lambda c: -c.seconds)[:keep]
 
 
-
 @dataclass
 class Report:
     suites: dict[str, SuiteTotals] = field(default_factory=dict)

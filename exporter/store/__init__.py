@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter import metrics as m
 from exporter.logging import get_logger
-from exporter.observations import Labels, Task, Unit
+from exporter.observations import Increment, Labels, Task, Unit
 from exporter.store.aggregates import LAYOUTS, Aggregates, Plan, labels_json, series_row
 from exporter.store.db import SCHEMA_VERSION, Database, OnDamage, StateError, StateWriteError
 from exporter.store.http_cache import HttpCache
@@ -72,7 +73,7 @@ class Store:
         self._load_series()
 
     def _load_series(self) -> None:
-        stored = {str(m): str(s) for m, s in self.db.read("SELECT metric, signature FROM layouts")}
+        stored = {str(k): str(v) for k, v in self.db.read("SELECT metric, signature FROM layouts")}
         changed = [name for name, layout in LAYOUTS.items() if stored.get(name) != layout.signature]
         if changed:
             # Bucket layouts changed with this version: those histograms restart from zero.
@@ -191,13 +192,41 @@ class Store:
             ]
             if not doomed:
                 return {}
-            self.db.run(
-                lambda db: db.executemany(
-                    "DELETE FROM series WHERE metric = ? AND labels = ?",
-                    [(metric, labels_json(labels)) for metric, labels in doomed],
-                )
-            )
+            self.db.run(lambda db: _delete(db, doomed))
             return self.aggregates.remove(doomed)
+
+    def expire(self, before: float) -> dict[str, int]:
+        """Delete series not updated since `before`, counting them per metric in
+        ci_pipeline_exporter_series_expired_total — in one transaction."""
+        now = self.clock()
+        with self._lock:
+            stale = [k for k in self.aggregates.stale(before) if k[0] != m.SERIES_EXPIRED.name]
+            if not stale:
+                return {}
+            counts: dict[str, int] = {}
+            for metric, _ in stale:
+                counts[metric] = counts.get(metric, 0) + 1
+            items = tuple(Increment(m.SERIES_EXPIRED, (name,), n) for name, n in counts.items())
+            unit = Unit("maintenance", items=items)
+            self.aggregates.remove(stale)
+            plan = self.aggregates.plan(unit, now)
+
+            def write(db: sqlite3.Connection) -> None:
+                _delete(db, stale)
+                self._write(db, unit, plan, now)
+
+            try:
+                self.db.run(write)
+            except BaseException:
+                # Nothing was deleted from the file: memory takes it back from there.
+                self._reload()
+                raise
+            self.aggregates.apply(plan)
+            return counts
+
+    def _reload(self) -> None:
+        self.aggregates = Aggregates(self.aggregates.max_series)
+        self._load_series()
 
     @contextmanager
     def reading(self) -> Iterator[Aggregates]:
@@ -212,3 +241,10 @@ class Store:
         """Waits for the commit in progress, then closes."""
         with self._lock:
             self.db.close()
+
+
+def _delete(db: sqlite3.Connection, keys: list[tuple[str, Labels]]) -> None:
+    db.executemany(
+        "DELETE FROM series WHERE metric = ? AND labels = ?",
+        [(metric, labels_json(labels)) for metric, labels in keys],
+    )

@@ -1,4 +1,6 @@
-"""The metric aggregates: histograms as bounded slot counts, counters, latest-value gauges.
+"""The metric aggregates: histograms and summaries as bounded slot counts, counters, latest-value
+gauges — each metric's series partitioned by their first label (the repository, the registry, …),
+with a version per partition so the exposition re-renders only what changed.
 
 A unit's items are first planned against the current series (folding decided here, at commit, so
 a unit that is not applied changes nothing, not even the fold counters), then persisted, then
@@ -26,18 +28,21 @@ from exporter.observations import (
 from exporter.store.layouts import Layout, layout_for
 
 SPECS = {spec.name: spec for spec in m.ALL_METRICS}
-LAYOUTS = {spec.name: layout_for(spec) for spec in m.ALL_METRICS if spec.type == "histogram"}
+DISTRIBUTIONS = ("histogram", "summary")
+LAYOUTS = {spec.name: layout_for(spec) for spec in m.ALL_METRICS if spec.type in DISTRIBUTIONS}
 
 
-@dataclass
+@dataclass(slots=True)
 class HistogramSeries:
+    """A histogram's (or a summary's: one slot) counts per layout slot, with sum and count."""
+
     slots: dict[int, int] = field(default_factory=dict)
     sum: float = 0.0
     count: int = 0
     updated: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class ValueSeries:
     """A counter or a gauge; `at` orders latest-value gauges (the moment the value describes)."""
 
@@ -48,6 +53,11 @@ class ValueSeries:
 
 Series = HistogramSeries | ValueSeries
 SeriesKey = tuple[str, Labels]
+Partition = dict[Labels, Series]
+
+
+def partition_of(labels: Labels) -> str:
+    return labels[0] if labels else ""
 
 
 def quantize(value: float) -> float:
@@ -67,42 +77,81 @@ class Plan:
     dropped: dict[str, int] = field(default_factory=dict)
 
     @property
-    def metrics(self) -> set[str]:
-        return {metric for metric, _ in self.changed} | {metric for metric, _ in self.deleted}
+    def partitions(self) -> set[tuple[str, str]]:
+        return {(metric, partition_of(labels)) for metric, labels in [*self.changed, *self.deleted]}
 
 
 class Aggregates:
-    """In-memory series per metric; the store persists what a plan changes."""
+    """In-memory series; the store persists what a plan changes."""
 
     def __init__(self, max_series_per_metric: int) -> None:
         self.max_series = max_series_per_metric
-        self.series: dict[str, dict[Labels, Series]] = {name: {} for name in SPECS}
-        # Incremented on every change of a metric: the collector re-renders only what changed.
-        self.versions: dict[str, int] = dict.fromkeys(SPECS, 0)
+        self._series: dict[str, dict[str, Partition]] = {name: {} for name in SPECS}
+        self._counts: dict[str, int] = dict.fromkeys(SPECS, 0)
+        # (metric, partition) → incremented on every change: the exposition's cache key.
+        self.versions: dict[tuple[str, str], int] = {}
         self._scoped: dict[tuple[str, Labels], set[Labels]] = {}
+
+    # -- reading ------------------------------------------------------------------------------------
+    def get(self, metric: str, labels: Labels) -> Series | None:
+        return self._series[metric].get(partition_of(labels), {}).get(labels)
+
+    def partitions(self, metric: str) -> Mapping[str, Partition]:
+        return self._series[metric]
+
+    def series_of(self, metric: str) -> Iterator[tuple[Labels, Series]]:
+        for partition in self._series[metric].values():
+            yield from partition.items()
+
+    def count(self, metric: str) -> int:
+        return self._counts[metric]
+
+    def items(self) -> Iterator[tuple[str, Labels, Series]]:
+        for metric in self._series:
+            for labels, series in self.series_of(metric):
+                yield metric, labels, series
 
     # -- loading ------------------------------------------------------------------------------------
     def load(
         self, rows: Iterable[tuple[str, str, float, float, int, str | None, float, float]]
     ) -> None:
-        for metric, labels_json, value, total, count, slots, at, updated in rows:
+        for metric, labels_json_, value, total, count, slots, at, updated in rows:
             spec = SPECS.get(metric)
             if spec is None:
                 continue  # a metric this version no longer has
-            labels = tuple(json.loads(labels_json))
-            if spec.type == "histogram":
+            labels = tuple(json.loads(labels_json_))
+            if len(labels) != len(spec.labels):
+                continue  # the metric's labels changed with this version: that series restarts
+            if spec.type in DISTRIBUTIONS:
                 parsed = {int(k): int(v) for k, v in json.loads(slots or "{}").items()}
-                self.series[metric][labels] = HistogramSeries(parsed, total, count, updated)
+                self._put(metric, labels, HistogramSeries(parsed, total, count, updated))
             else:
-                self.series[metric][labels] = ValueSeries(value, at, updated)
+                self._put(metric, labels, ValueSeries(value, at, updated))
         self._rebuild_scoped()
+
+    def _put(self, metric: str, labels: Labels, series: Series) -> None:
+        partition = self._series[metric].setdefault(partition_of(labels), {})
+        if labels not in partition:
+            self._counts[metric] += 1
+        partition[labels] = series
+
+    def _pop(self, metric: str, labels: Labels) -> Series | None:
+        key = partition_of(labels)
+        partition = self._series[metric].get(key)
+        if partition is None or labels not in partition:
+            return None
+        self._counts[metric] -= 1
+        series = partition.pop(labels)
+        if not partition:
+            del self._series[metric][key]
+        return series
 
     def _rebuild_scoped(self) -> None:
         self._scoped = {}
         for name, spec in SPECS.items():
             if spec.cap is None:
                 continue
-            for labels in self.series[name]:
+            for labels, _ in self.series_of(name):
                 scope, values = _cap_parts(spec, labels)
                 self._scoped.setdefault((spec.cap.name, scope), set()).add(values)
 
@@ -113,8 +162,7 @@ class Aggregates:
             self._plan_item(plan, item, unit.limits, now)
         for metric, count in plan.dropped.items():
             key = (m.SERIES_DROPPED.name, (metric,))
-            counter = self._current(plan, key)
-            assert isinstance(counter, ValueSeries)
+            counter = self._value(plan, key)
             plan.changed[key] = replace(counter, value=counter.value + count, updated=now)
         return plan
 
@@ -143,9 +191,7 @@ class Aggregates:
         self, plan: Plan, item: ReplaceGroup, limits: Mapping[str, int], now: float
     ) -> None:
         name, prefix = item.spec.name, item.prefix
-        members = [
-            labels for labels in self._members(plan, name) if labels[: len(prefix)] == prefix
-        ]
+        members = [labels for labels in self._members(plan, name, prefix)]
         if item.at is not None and members:
             newest = max(self._value(plan, (name, labels)).at for labels in members)
             if item.at < newest:
@@ -167,25 +213,41 @@ class Aggregates:
     def _exists(self, plan: Plan, key: SeriesKey) -> bool:
         if key in plan.changed:
             return True
-        return key not in plan.deleted and key[1] in self.series[key[0]]
+        return key not in plan.deleted and self.get(*key) is not None
 
-    def _members(self, plan: Plan, metric: str) -> set[Labels]:
-        known = set(self.series[metric])
-        known |= {labels for name, labels in plan.changed if name == metric}
+    def _members(self, plan: Plan, metric: str, prefix: Labels) -> set[Labels]:
+        """Label sets under `prefix`, as the plan leaves them (the prefix holds the partition)."""
+        stored = (
+            self._series[metric].get(partition_of(prefix), {})
+            if prefix
+            else dict(self.series_of(metric))
+        )
+        known = {labels for labels in stored if labels[: len(prefix)] == prefix}
+        known |= {
+            labels
+            for name, labels in plan.changed
+            if name == metric and labels[: len(prefix)] == prefix
+        }
         return known - {labels for name, labels in plan.deleted if name == metric}
 
     def _count(self, plan: Plan, metric: str) -> int:
-        stored = self.series[metric]
-        added = sum(1 for name, labels in plan.changed if name == metric and labels not in stored)
-        gone = sum(1 for name, labels in plan.deleted if name == metric and labels in stored)
-        return len(stored) + added - gone
+        added = sum(
+            1 for name, labels in plan.changed if name == metric and self.get(name, labels) is None
+        )
+        gone = sum(
+            1
+            for name, labels in plan.deleted
+            if name == metric and self.get(name, labels) is not None
+        )
+        return self._counts[metric] + added - gone
 
     def _current(self, plan: Plan, key: SeriesKey) -> Series:
         if key in plan.changed:
             return plan.changed[key]
-        if key not in plan.deleted and key[1] in self.series[key[0]]:
-            return self.series[key[0]][key[1]]
-        return HistogramSeries() if SPECS[key[0]].type == "histogram" else ValueSeries()
+        found = None if key in plan.deleted else self.get(*key)
+        if found is not None:
+            return found
+        return HistogramSeries() if SPECS[key[0]].type in DISTRIBUTIONS else ValueSeries()
 
     # -- cardinality ----------------------------------------------------------------------------------
     def _fold(
@@ -221,29 +283,33 @@ class Aggregates:
     def apply(self, plan: Plan) -> None:
         """After the plan is persisted."""
         for metric, labels in plan.deleted:
-            self.series[metric].pop(labels, None)
+            self._pop(metric, labels)
         for (metric, labels), series in plan.changed.items():
-            self.series[metric][labels] = series
+            self._put(metric, labels, series)
         for key, values in plan.scoped.items():
             self._scoped.setdefault(key, set()).update(values)
-        for metric in plan.metrics:
-            self.versions[metric] += 1
+        self._bump(plan.partitions)
 
     def remove(self, keys: Iterable[SeriesKey]) -> dict[str, int]:
-        """Drop series (expired, or of repositories no longer configured); returns counts per metric."""
+        """Drop series (expired, or of sources no longer configured); returns counts per metric."""
         removed: dict[str, int] = {}
+        touched: set[tuple[str, str]] = set()
         for metric, labels in keys:
-            if self.series[metric].pop(labels, None) is not None:
+            if self._pop(metric, labels) is not None:
                 removed[metric] = removed.get(metric, 0) + 1
-                self.versions[metric] += 1
+                touched.add((metric, partition_of(labels)))
         if removed:
             self._rebuild_scoped()
+            self._bump(touched)
         return removed
 
-    def items(self) -> Iterator[tuple[str, Labels, Series]]:
-        for metric, series in self.series.items():
-            for labels, value in series.items():
-                yield metric, labels, value
+    def stale(self, before: float) -> list[SeriesKey]:
+        """Series not updated since `before`."""
+        return [(metric, labels) for metric, labels, s in self.items() if s.updated < before]
+
+    def _bump(self, partitions: Iterable[tuple[str, str]]) -> None:
+        for key in partitions:
+            self.versions[key] = self.versions.get(key, 0) + 1
 
 
 def _cap_parts(spec: m.MetricSpec, labels: Labels) -> tuple[Labels, Labels]:
@@ -263,11 +329,11 @@ def _with(spec: m.MetricSpec, labels: Labels, names: tuple[str, ...], value: str
 
 
 def series_row(metric: str, labels: Labels, series: Series) -> tuple[object, ...]:
-    labels_json = json.dumps(list(labels), separators=(",", ":"))
+    labels_text = labels_json(labels)
     if isinstance(series, HistogramSeries):
         slots = json.dumps(series.slots, separators=(",", ":"))
-        return (metric, labels_json, 0.0, series.sum, series.count, slots, 0.0, series.updated)
-    return (metric, labels_json, series.value, 0.0, 0, None, series.at, series.updated)
+        return (metric, labels_text, 0.0, series.sum, series.count, slots, 0.0, series.updated)
+    return (metric, labels_text, series.value, 0.0, 0, None, series.at, series.updated)
 
 
 def labels_json(labels: Labels) -> str:
