@@ -33,11 +33,13 @@ from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.enrichers import Enricher, JobLogEnricher, JUnitEnricher
 from exporter.sources.github.poller import RepositoryPoller
 from exporter.sources.github.ratelimit import RateBudget
+from exporter.sources.github.runners import RunnersPoller
 from exporter.sources.http import RetryPolicy, make_client
 from exporter.sources.registry.client import RegistryClient
 from exporter.sources.registry.poller import RegistryPoller
 from exporter.store import Store
 from exporter.telemetry import Telemetry
+from exporter.webhooks.wiring import Webhooks
 
 log = get_logger(__name__)
 MAINTENANCE_INTERVAL = 3600.0
@@ -85,28 +87,20 @@ def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
     )
 
 
-def configured(config: Config) -> tuple[set[str], set[str], set[str]]:
-    """The repositories, registry hosts and image sets this exporter (shard) owns."""
-    repositories = {r.name for r in config.github.repositories} if config.github else set()
-    hosts = {r.host for r in config.registries}
-    sets = {i.set for r in config.registries for i in r.images if i.set}
-    return repositories, hosts, sets
-
-
 def keeper(config: Config) -> Callable[[str, Labels], bool]:
-    repositories, hosts, sets = configured(config)
+    """Whether a stored series belongs to a source this exporter (shard) still has."""
+    owned = {
+        "repository": {r.name for r in config.github.repositories} if config.github else set(),
+        "registry": {r.host for r in config.registries},
+        "set": {i.set for r in config.registries for i in r.images if i.set},
+        "scope": {r.scope for r in config.github.runners} if config.github else set(),
+    }
     index = {spec.name: spec.labels for spec in m.ALL_METRICS}
 
     def keep(metric: str, labels: Labels) -> bool:
-        names = index[metric]
-        values = dict(zip(names, labels, strict=False))
-        if "repository" in values:
-            return values["repository"] in repositories
-        if "registry" in values:
-            return values["registry"] in hosts
-        if metric == m.IMAGE_SET_SIZE.name:
-            return values["set"] in sets
-        return True
+        # The first label names the source a series comes from.
+        first = index[metric][0] if index[metric] else ""
+        return first not in owned or labels[0] in owned[first]
 
     return keep
 
@@ -114,6 +108,8 @@ def keeper(config: Config) -> Callable[[str, Labels], bool]:
 class App:
     def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
+        # Every shard's repositories (a webhook for another shard's is forwarded to it).
+        self.full_config = config
         config = config.sharded()
         self.config = config
         self.stopping = threading.Event()
@@ -138,7 +134,8 @@ class App:
         self.exposition = Exposition(self.store, config, self.registry)
         self.jobs: list[SourceJob] = []
         self.pollers: list[RepositoryPoller] = []
-        if config.github is not None and config.github.repositories:
+        self.webhooks: Webhooks | None = None
+        if config.github is not None and (config.github.repositories or config.github.runners):
             self._add_github(config, config.github, environ)
         for registry in config.registries:
             self._add_registry(registry, environ)
@@ -183,7 +180,16 @@ class App:
                 stop=self.stopping,
             )
             self.pollers.append(poller)
-            self.jobs.append(SourceJob(poller.source, poller.poll, gh.poll_interval, self.budget))
+            interval = gh.repository_interval
+            self.jobs.append(SourceJob(poller.source, poller.poll, interval, self.budget))
+        for runners in gh.runners:
+            pool = RunnersPoller(runners, client, self.store)
+            self.jobs.append(SourceJob(pool.source, pool.poll, runners.poll_interval, self.budget))
+        if gh.webhooks is not None:
+            handlers = {poller.repo.name: poller for poller in self.pollers}
+            self.webhooks = Webhooks(
+                self.full_config, gh.webhooks, environ, handlers, self.telemetry
+            )
 
     def _add_registry(self, registry: RegistryConfig, environ: Mapping[str, str]) -> None:
         username = environ.get(registry.username_env, "") if registry.username_env else ""
@@ -233,6 +239,8 @@ class App:
         host, port = parse_listen(listen or self.config.listen)
         self.server = HttpServer(host, port, make_app(self.exposition.wsgi, self.readiness))
         self.server.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.scheduler = Scheduler(self.runner, self.jobs, max_workers=4)
         self.scheduler.add_maintenance(self.maintain, MAINTENANCE_INTERVAL)
         self.scheduler.start()
@@ -253,6 +261,8 @@ class App:
                 ended = False
         if self.server is not None:
             self.server.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self.close()
         return ended
 

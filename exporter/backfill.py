@@ -28,7 +28,7 @@ from exporter.app import App, policy_for
 from exporter.collector import bucket_bounds, histogram_buckets, target_bounds
 from exporter.config import Config
 from exporter.logging import get_logger
-from exporter.observations import Observe, RepositoryPolicy, Task, Unit, attempt_unit, junit_unit
+from exporter.observations import Observe, RepositoryPolicy, Task, Unit, attempt_units, junit_unit
 from exporter.sources.errors import MalformedResponse, NotFound
 from exporter.sources.github.enrichers import JUnitEnricher
 from exporter.sources.github.poller import RepositoryPoller
@@ -73,7 +73,7 @@ def _attempt_units(
         facts = poller.fetcher.facts(run, number)
     except (IncompleteError, NotFound, MalformedResponse):
         return None
-    units = [attempt_unit(facts, poller.policy)]
+    units = list(attempt_units(facts, poller.policy))
     task = next((t for t in units[0].enqueue if t.kind == "junit"), None)
     if junit is not None and task is not None:
         report, artifact_ids = junit.report(task.data)

@@ -135,6 +135,67 @@ class RepositoryConfig(_Strict):
         return value
 
 
+class WebhooksConfig(_Strict):
+    """GitHub's workflow_job and workflow_run webhooks: metrics within seconds of a job finishing,
+    live queues; the poller becomes the reconciler."""
+
+    # Its own listener: only this port is exposed to GitHub.
+    listen: str = "0.0.0.0:9470"
+    path: str = "/webhook"
+    secret_env: str | None = "GITHUB_WEBHOOK_SECRET"
+    secret_file: str | None = None
+    max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # With webhooks on, the poll interval of every repository: it finds what a webhook missed.
+    reconcile_interval: PositiveDuration = 600.0
+    # Sharded: where an event for another shard's repository is forwarded ({index} = its shard).
+    forward_url: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in "?# "):
+            raise ValueError(f"{value!r} is not a URL path such as /webhook")
+        return value
+
+    @field_validator("forward_url")
+    @classmethod
+    def _forward_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_base_url(value.replace("{index}", "0"), "forwarded events are signed")
+            if "{index}" not in value:
+                raise ValueError("forward_url needs {index}, the owning shard's number")
+        return value
+
+
+class RunnersConfig(_Strict):
+    """Self-hosted runners of an organisation or a repository: cicd_worker_count by group and
+    state. The token needs the runner read permission (Self-hosted runners: read)."""
+
+    org: str | None = None
+    repository: str | None = None
+    poll_interval: PositiveDuration = 60.0
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> RunnersConfig:
+        if (self.org is None) == (self.repository is None):
+            raise ValueError("give exactly one of org or repository")
+        if self.repository is not None and not _REPO_NAME.match(self.repository):
+            raise ValueError(f"{self.repository!r} is not owner/name")
+        if self.org is not None and not re.match(r"^[A-Za-z0-9_.-]+$", self.org):
+            raise ValueError(f"{self.org!r} is not an organisation name")
+        return self
+
+    @property
+    def scope(self) -> str:
+        return f"org/{self.org}" if self.org else f"repo/{self.repository}"
+
+
 class GitHubConfig(_Strict):
     api_url: str = "https://api.github.com"
     token_env: str = "GITHUB_TOKEN"
@@ -158,6 +219,13 @@ class GitHubConfig(_Strict):
     # latest-value gauges); allows for this machine's clock running behind.
     clock_skew: Duration = 300.0
     repositories: list[RepositoryConfig] = Field(default_factory=list)
+    webhooks: WebhooksConfig | None = None
+    runners: list[RunnersConfig] = Field(default_factory=list)
+
+    @property
+    def repository_interval(self) -> float:
+        """How often each repository is polled: the reconcile interval when webhooks are on."""
+        return self.webhooks.reconcile_interval if self.webhooks else self.poll_interval
 
     @field_validator("api_url")
     @classmethod
@@ -296,8 +364,11 @@ class ShardingConfig(_Strict):
         return self
 
     def owns(self, key: str) -> bool:
+        return self.shard_of(key) == self.index
+
+    def shard_of(self, key: str) -> int:
         digest = hashlib.sha256(key.encode()).digest()
-        return int.from_bytes(digest[:8], "big") % self.total == self.index
+        return int.from_bytes(digest[:8], "big") % self.total
 
 
 class LimitsConfig(_Strict):
@@ -359,7 +430,10 @@ class Config(_Strict):
                 update={
                     "repositories": [
                         r for r in github.repositories if self.sharding.owns(f"repo:{r.name}")
-                    ]
+                    ],
+                    "runners": [
+                        r for r in github.runners if self.sharding.owns(f"runners:{r.scope}")
+                    ],
                 }
             )
         mine = {r.name for r in github.repositories} if github else set()
@@ -540,6 +614,18 @@ def effective_config(config: Config, environ: Mapping[str, str] | None = None) -
         else:
             present = bool(environ.get(gh.token_env))
             secrets["github.token"] = f"<redacted> from ${gh.token_env}" + (
+                "" if present else " (not set)"
+            )
+    if config.github is not None and config.github.webhooks is not None:
+        hooks = config.github.webhooks
+        if hooks.secret_file:
+            exists = Path(hooks.secret_file).is_file()
+            secrets["github.webhooks.secret"] = f"<redacted> from file {hooks.secret_file}" + (
+                "" if exists else " (missing)"
+            )
+        elif hooks.secret_env:
+            present = bool(environ.get(hooks.secret_env))
+            secrets["github.webhooks.secret"] = f"<redacted> from ${hooks.secret_env}" + (
                 "" if present else " (not set)"
             )
     for index, registry in enumerate(config.registries):

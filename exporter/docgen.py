@@ -24,6 +24,7 @@ def render() -> str:
         ("Build cache and Actions cache (job logs, cache API)", m.BUILD_METRICS),
         ("Tests (JUnit artifacts)", m.TEST_METRICS),
         ("Images (OCI registries)", m.IMAGE_METRICS),
+        ("Runner pools (github.runners)", m.WORKER_METRICS),
         ("The exporter itself", m.EXPORTER_METRICS),
     )
     for title, specs in groups:

@@ -163,6 +163,25 @@ STEP_DISTRIBUTION = MetricSpec(
     STEP_BUCKETS,
     foldable=("job_name", "step"),
 )
+_WEBHOOK_NOTE = "From workflow_job webhooks (github.webhooks); the reconciler closes jobs whose completion was missed."
+TASK_ACTIVE = MetricSpec(
+    "cicd_pipeline_task_run_active",
+    "gauge",
+    "Jobs now queued (waiting for a runner), waiting (for a deployment protection rule) or "
+    "executing, by the runner labels they asked for. " + _WEBHOOK_NOTE,
+    ("repository", "workflow", "runner_labels", "state"),
+    foldable=("runner_labels",),
+    cap=RUNNERS_CAP,
+)
+TASK_OLDEST_QUEUED = MetricSpec(
+    "cicd_pipeline_task_run_oldest_queued_timestamp_seconds",
+    "gauge",
+    "When the longest-waiting queued job of a set of runner labels was queued (Unix time); "
+    "time() minus this is how long it has waited. " + _WEBHOOK_NOTE,
+    ("repository", "runner_labels"),
+    foldable=("runner_labels",),
+    cap=RUNNERS_CAP,
+)
 TARGET = MetricSpec(
     "cicd_pipeline_target_duration_seconds",
     "gauge",
@@ -197,6 +216,8 @@ PIPELINE_METRICS = (
     STEP_DURATION,
     STEP_LAST_DURATION,
     STEP_DISTRIBUTION,
+    TASK_ACTIVE,
+    TASK_OLDEST_QUEUED,
     TARGET,
     BASELINE,
     RUN_TARGET,
@@ -366,6 +387,15 @@ IMAGE_SET_SIZE = MetricSpec(
 )
 IMAGE_METRICS = (IMAGE_SIZE, IMAGE_LAYERS, IMAGE_SET_SIZE)
 
+WORKER_COUNT = MetricSpec(
+    "cicd_worker_count",
+    "gauge",
+    "Self-hosted runners by runner group and state: available (online, idle), busy, offline "
+    "(OpenTelemetry cicd.worker.count). Polled every github.runners[].poll_interval.",
+    ("scope", "runner_group", "state"),
+)
+WORKER_METRICS = (WORKER_COUNT,)
+
 BUILD_INFO = MetricSpec(
     "ci_pipeline_exporter_build_info",
     "gauge",
@@ -442,6 +472,14 @@ POLLS_DEFERRED = MetricSpec(
     ("source",),
 )
 
+WEBHOOK_EVENTS = MetricSpec(
+    "ci_pipeline_exporter_webhook_events_total",
+    "counter",
+    "Webhook deliveries by event, action and outcome: recorded, duplicate (already counted), "
+    "ignored (not configured, or nothing to record), rejected (bad signature, body, method or "
+    "size), forwarded (to the shard that owns the repository).",
+    ("event", "action", "outcome"),
+)
 SERIES_EXPIRED = MetricSpec(
     "ci_pipeline_exporter_series_expired_total",
     "counter",
@@ -482,6 +520,7 @@ EXPORTER_METRICS = (
     SERIES_DROPPED,
     RUNS_OBSERVED,
     POLLS_DEFERRED,
+    WEBHOOK_EVENTS,
     SERIES_EXPIRED,
     SERIES,
     SERIES_LIMIT,
@@ -489,7 +528,12 @@ EXPORTER_METRICS = (
 )
 
 ALL_METRICS: tuple[MetricSpec, ...] = (
-    PIPELINE_METRICS + BUILD_METRICS + TEST_METRICS + IMAGE_METRICS + EXPORTER_METRICS
+    PIPELINE_METRICS
+    + BUILD_METRICS
+    + TEST_METRICS
+    + IMAGE_METRICS
+    + WORKER_METRICS
+    + EXPORTER_METRICS
 )
 
 

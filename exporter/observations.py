@@ -132,6 +132,11 @@ def attempt_key(repository: str, run_id: int, attempt: int) -> tuple[str, str]:
     return ("attempt", f"{repository}/{run_id}/{attempt}")
 
 
+def job_key(repository: str, job_id: int, attempt: int) -> tuple[str, str]:
+    """A job counts once per run attempt, whether a webhook or a poll saw it first."""
+    return ("job", f"{repository}/{job_id}/{attempt}")
+
+
 # -- a completed run attempt --------------------------------------------------------------------
 def run_items(facts: RunFacts, policy: RepositoryPolicy) -> list[Item]:
     repo, workflow = policy.repository, facts.workflow
@@ -163,10 +168,12 @@ def run_items(facts: RunFacts, policy: RepositoryPolicy) -> list[Item]:
     return items
 
 
-def job_items(facts: RunFacts, job: JobFacts, policy: RepositoryPolicy) -> list[Item]:
-    repo, workflow = policy.repository, facts.workflow
-    branch = policy.branch(facts.branch)
-    completed_at = job.completed_at or facts.completed_at
+def job_items(
+    workflow: str, branch_name: str, job: JobFacts, policy: RepositoryPolicy
+) -> list[Item]:
+    repo = policy.repository
+    branch = policy.branch(branch_name)
+    completed_at = job.completed_at or job.started_at or 0.0
     items: list[Item] = [
         Observe(m.JOB_DURATION, (repo, workflow, job.name, job.result), job.seconds)
     ]
@@ -226,19 +233,31 @@ def log_task_data(facts: RunFacts, job: JobFacts) -> dict[str, Any]:
     }
 
 
-def attempt_unit(facts: RunFacts, policy: RepositoryPolicy) -> Unit:
-    """Everything a completed attempt adds: run, critical path, jobs, steps, the target counter,
-    and the enrichment tasks that follow it."""
-    items = run_items(facts, policy)
-    for job in facts.jobs:
-        items.extend(job_items(facts, job, policy))
+def job_unit(
+    job: JobFacts, workflow: str, branch: str, attempt: int, policy: RepositoryPolicy
+) -> Unit:
+    """One completed job of an attempt: its duration, queue time, steps."""
     return Unit(
         source=policy.source,
-        items=tuple(items),
+        items=tuple(job_items(workflow, branch, job, policy)),
+        keys=(job_key(policy.repository, job.id, attempt),),
+        limits=policy.limits,
+    )
+
+
+def attempt_units(facts: RunFacts, policy: RepositoryPolicy) -> tuple[Unit, ...]:
+    """Everything a completed attempt adds: the run's unit (run time, critical path, the target
+    counter, and the enrichment tasks that follow) and one unit per job — each counted once,
+    committed together (a job a webhook already recorded is skipped)."""
+    run = Unit(
+        source=policy.source,
+        items=tuple(run_items(facts, policy)),
         keys=(attempt_key(policy.repository, facts.run_id, facts.attempt),),
         enqueue=tuple(enrichment_tasks(facts, policy)),
         limits=policy.limits,
     )
+    jobs = (job_unit(j, facts.workflow, facts.branch, facts.attempt, policy) for j in facts.jobs)
+    return (run, *jobs)
 
 
 def skipped_attempt_unit(repository: str, run_id: int, attempt: int, source: str) -> Unit:
@@ -338,8 +357,12 @@ def junit_unit(
 
 # -- volatile gauges --------------------------------------------------------------------------------
 def replace_unit(
-    source: str, spec: m.MetricSpec, prefix: Labels, values: Iterable[tuple[Labels, float]]
+    source: str,
+    spec: m.MetricSpec,
+    prefix: Labels,
+    values: Iterable[tuple[Labels, float]],
+    limits: Mapping[str, int] | None = None,
 ) -> Unit:
     """Replace every series of `spec` under `prefix` (values: full label tuple → value)."""
     entries = tuple((labels[len(prefix) :], value) for labels, value in values)
-    return Unit(source=source, items=(ReplaceGroup(spec, prefix, entries),))
+    return Unit(source=source, items=(ReplaceGroup(spec, prefix, entries),), limits=limits or {})

@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ErrorTask
 
 from exporter import __version__
 
@@ -89,13 +91,38 @@ class ServerLimits:
 logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+Rejected = Callable[[int, dict[str, str]], None]
+
+
+class _ErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type hints
+    """waitress answers malformed and oversized requests itself, before the app sees them; this
+    tells the listener's `on_rejected` (status, request headers) so those answers count too."""
+
+    def execute(self) -> None:
+        hook: Rejected | None = getattr(self.channel.server, "on_rejected", None)
+        if hook is not None:
+            status = int(getattr(self.request.error, "code", 400))
+            headers = {str(k).lower(): str(v) for k, v in (self.request.headers or {}).items()}
+            hook(status, headers)
+        super().execute()
+
+
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    error_task_class = _ErrorTask
+
+
 class HttpServer:
     """A WSGI app on `host:port` (IPv4 or IPv6; port 0 picks one, `.port` tells which), served by
     waitress from a background thread. No access log; waitress's errors go to the `waitress`
     stdlib logger, bridged into structlog."""
 
     def __init__(
-        self, host: str, port: int, app: WSGIApp, limits: ServerLimits | None = None
+        self,
+        host: str,
+        port: int,
+        app: WSGIApp,
+        limits: ServerLimits | None = None,
+        on_rejected: Rejected | None = None,
     ) -> None:
         self.host = host
         self._map: dict[int, Any] = {}
@@ -114,6 +141,9 @@ class HttpServer:
             wasyncore.close_all(self._map)
             raise
         listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
+        for listener in listeners:
+            listener.channel_class = _Channel
+            listener.on_rejected = on_rejected
         self.port = int(listeners[0].effective_port)
         self._trigger = listeners[0].trigger
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)

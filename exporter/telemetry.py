@@ -55,6 +55,12 @@ class Telemetry:
         self.state_rebuilds = Counter(
             _bare(m.STATE_REBUILDS), m.STATE_REBUILDS.help, registry=registry
         )
+        self.webhook_events = Counter(
+            _bare(m.WEBHOOK_EVENTS),
+            m.WEBHOOK_EVENTS.help,
+            m.WEBHOOK_EVENTS.labels,
+            registry=registry,
+        )
         self.polls_deferred = Counter(
             _bare(m.POLLS_DEFERRED),
             m.POLLS_DEFERRED.help,

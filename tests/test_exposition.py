@@ -12,7 +12,7 @@ from exporter import metrics as m
 from exporter.analysis.pipeline import JobFacts, RunFacts, StepFacts
 from exporter.config import validate_config
 from exporter.exposition import Exposition
-from exporter.observations import Observe, ReplaceGroup, RepositoryPolicy, Unit, attempt_unit
+from exporter.observations import Observe, ReplaceGroup, RepositoryPolicy, Unit, attempt_units
 from exporter.store import Store
 from exporter.store.aggregates import Partition, partition_of
 
@@ -140,7 +140,8 @@ def test_steps_cost_a_sum_a_count_and_a_latest_value_unless_opted_in() -> None:
     """Every step has its average (sum and count) and its latest value; only jobs named in
     metrics.step_histograms get a step histogram; queue times go by runner labels, capped."""
     policy = RepositoryPolicy("acme/a", frozenset({"main"}), step_histograms=("build*",))
-    unit = attempt_unit(_facts(["build-image", "test"]), policy)
+    units = attempt_units(_facts(["build-image", "test"]), policy)
+    unit = Unit("github:acme/a", items=tuple(i for u in units for i in u.items))
 
     def labels(spec: m.MetricSpec) -> list[tuple[str, ...]]:
         return [i.labels for i in unit.items if not isinstance(i, ReplaceGroup) and i.spec == spec]

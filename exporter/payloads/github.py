@@ -86,6 +86,42 @@ class Job(_Payload):
     runner_group_name: str | None = None
 
 
+class WebhookJob(Job):
+    """A workflow_job webhook's job: the jobs API's job plus where it ran."""
+
+    run_attempt: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
+    workflow_name: str | None = None
+    head_branch: str | None = None
+    head_sha: str | None = None
+
+
+class RepositoryRef(_Payload):
+    full_name: str
+
+
+class WorkflowJobEvent(_Payload):
+    action: str
+    workflow_job: WebhookJob
+    repository: RepositoryRef
+
+
+class WorkflowRunEvent(_Payload):
+    action: str
+    workflow_run: WorkflowRun
+    repository: RepositoryRef
+
+
+class Runner(_Payload):
+    id: Id
+    status: str = "offline"
+    busy: bool = False
+
+
+class RunnerGroup(_Payload):
+    id: Id
+    name: str
+
+
 class Artifact(_Payload):
     id: Id
     name: str

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,12 +99,28 @@ class Store:
     # -- commit ---------------------------------------------------------------------------------------
     def commit(self, unit: Unit) -> bool:
         """Apply the unit; False when it was applied before (or its task is no longer pending)."""
+        return self.commit_many([unit])[0]
+
+    def commit_many(self, units: Sequence[Unit]) -> list[bool]:
+        """Apply, in one transaction, each unit not applied before: a crash keeps all of them or
+        none, and a unit seen before (a job a webhook recorded) is skipped alone."""
         now = self.clock()
         with self._lock:
-            if any(key in self._observed for key in unit.keys):
-                return False
-            if any(key not in self._pending for key in unit.done):
-                return False
+            applied: list[bool] = []
+            keys: set[tuple[str, str]] = set()
+            for unit in units:
+                fresh = not any(key in self._observed or key in keys for key in unit.keys)
+                fresh = fresh and all(key in self._pending for key in unit.done)
+                applied.append(fresh)
+                if fresh:
+                    keys.update(unit.keys)
+            chosen = [unit for unit, ok in zip(units, applied, strict=True) if ok]
+            if chosen:
+                self._apply(_merged(chosen), now)
+            return applied
+
+    def _apply(self, unit: Unit, now: float) -> None:
+        with self._lock:
             plan = self.aggregates.plan(unit, now)
             self.db.run(lambda db: self._write(db, unit, plan, now))
             self._observed.update(unit.keys)
@@ -113,7 +129,6 @@ class Store:
             for task in unit.enqueue:
                 self._pending.setdefault((task.kind, task.key), PendingTask(task, 0))
             self.aggregates.apply(plan)
-            return True
 
     @staticmethod
     def _write(db: sqlite3.Connection, unit: Unit, plan: Plan, now: float) -> None:
@@ -247,4 +262,21 @@ def _delete(db: sqlite3.Connection, keys: list[tuple[str, Labels]]) -> None:
     db.executemany(
         "DELETE FROM series WHERE metric = ? AND labels = ?",
         [(metric, labels_json(labels)) for metric, labels in keys],
+    )
+
+
+def _merged(units: Sequence[Unit]) -> Unit:
+    """Units of one source committed together, planned as one (each sees the ones before it)."""
+    if len(units) == 1:
+        return units[0]
+    limits: dict[str, int] = {}
+    for unit in units:
+        limits.update(unit.limits)
+    return Unit(
+        source=units[0].source,
+        items=tuple(item for unit in units for item in unit.items),
+        keys=tuple(key for unit in units for key in unit.keys),
+        enqueue=tuple(task for unit in units for task in unit.enqueue),
+        done=tuple(key for unit in units for key in unit.done),
+        limits=limits,
     )

@@ -7,27 +7,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from exporter import metrics as m
-from exporter.analysis.pipeline import ACTIVE_STATES, IncompleteError, RunFacts
+from exporter.analysis.pipeline import IncompleteError, RunFacts, job_facts
 from exporter.config import GitHubConfig, RepositoryConfig
 from exporter.logging import get_logger
 from exporter.observations import (
     RepositoryPolicy,
     attempt_key,
-    attempt_unit,
-    replace_unit,
+    attempt_units,
+    job_key,
+    job_unit,
     skipped_attempt_unit,
     task_done_unit,
 )
-from exporter.payloads.github import WorkflowRun
+from exporter.payloads.github import WorkflowJobEvent, WorkflowRun, WorkflowRunEvent
 from exporter.sources.errors import MalformedResponse, NotFound, RateLimited, SourceError, Stopping
 from exporter.sources.github.actions_cache import ActionsCacheStorage
 from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.enrichers import Enricher
+from exporter.sources.github.live import LiveState
 from exporter.sources.github.runs import AttemptFetcher, RunLister, RunWindow, attempts_to_observe
 from exporter.store import PendingTask, StateRecord, Store
 from exporter.store.db import StateWriteError
@@ -72,7 +73,6 @@ class PollResult:
     pages: int = 0
     pages_cached: int = 0
     tasks_done: int = 0
-    active: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class RepositoryPoller:
@@ -101,9 +101,16 @@ class RepositoryPoller:
         self.enrichers = {e.kind: e for e in enrichers}
         self.cache_storage = cache_storage
         self.stop = stop or threading.Event()
+        self.live = LiveState(store, repo.name, policy.limits)
+        # Held by a poll and by a webhook of this repository: its records change under one hand.
+        self.lock = threading.RLock()
 
     # -- the poll -----------------------------------------------------------------------------------
     def poll(self) -> PollResult:
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> PollResult:
         result = PollResult()
         now = self.clock()
         window = self.store.records.get(self.source, RunWindow)
@@ -112,7 +119,9 @@ class RepositoryPoller:
         result.runs_listed, result.skipped = len(listing.runs), listing.malformed
         result.pages, result.pages_cached = listing.pages, listing.pages_cached
         runs = [r for r in listing.runs if self.wanted(r)]
-        oldest_open = self._track_active(runs, result)
+        self.live.listed(runs, now)
+        self.live.close_jobs(runs, now, self.github.lookback)
+        oldest_open = self.live.oldest_open_run()
         for run in sorted(runs, key=lambda r: (r.created_at or 0.0, r.id)):
             if self.stop.is_set():
                 break
@@ -130,26 +139,6 @@ class RepositoryPoller:
 
     def wanted(self, run: WorkflowRun) -> bool:
         return self.repo.workflows is None or run.workflow in self.repo.workflows
-
-    def _track_active(self, runs: list[WorkflowRun], result: PollResult) -> float | None:
-        """Pending and executing runs per workflow (zeros included, so series don't flap);
-        returns the creation time of the oldest open run."""
-        oldest: float | None = None
-        workflows = {run.workflow for run in runs}
-        for run in runs:
-            if run.status != "completed":
-                key = (run.workflow, ACTIVE_STATES.get(run.status, "pending"))
-                result.active[key] = result.active.get(key, 0) + 1
-                created = run.created_at or self.clock()
-                oldest = created if oldest is None else min(oldest, created)
-        repo = self.repo.name
-        values = {
-            (repo, workflow, state): float(result.active.get((workflow, state), 0))
-            for workflow in workflows
-            for state in ("pending", "executing")
-        }
-        self.store.commit(replace_unit(self.source, m.RUN_ACTIVE, (repo,), values.items()))
-        return oldest
 
     # -- attempts -----------------------------------------------------------------------------------------
     def _observe_run(self, run: WorkflowRun, result: PollResult) -> None:
@@ -183,7 +172,7 @@ class RepositoryPoller:
 
     def record(self, facts: RunFacts) -> bool:
         """The attempt's unit, committed once; the latest success remembered for image tags."""
-        applied = self.store.commit(attempt_unit(facts, self.policy))
+        applied = self.store.commit_many(attempt_units(facts, self.policy))[0]
         if applied and facts.result == "success":
             self._remember_success(facts)
         return applied
@@ -216,6 +205,48 @@ class RepositoryPoller:
                 head_sha=facts.head_sha, completed_at=facts.completed_at
             )
             self.store.records.put(self.source, record)
+
+    # -- webhooks -----------------------------------------------------------------------------------------
+    def on_job(self, event: WorkflowJobEvent) -> str:
+        """A workflow_job event: the live gauges, and a completed job recorded at once (exactly
+        once per job and attempt, whoever sees it first). Returns the outcome."""
+        job = event.workflow_job
+        key = job_key(self.repo.name, job.id, job.run_attempt)
+        with self.lock:
+            if job.status != "completed":
+                if self.store.is_observed(*key):
+                    return "duplicate"  # a late event of a job already recorded
+                self.live.job_event(job, self.clock())
+                return "recorded"
+            unit = job_unit(
+                job_facts(job),
+                job.workflow_name or "",
+                job.head_branch or "",
+                job.run_attempt,
+                self.policy,
+            )
+            applied = self.store.commit(unit)
+            self.live.job_event(job, self.clock())
+            return "recorded" if applied else "duplicate"
+
+    def on_run(self, event: WorkflowRunEvent) -> str:
+        """A workflow_run event: the run gauge; a completed attempt recorded with its jobs (one
+        jobs request, the workflow file when its cached graph can't map them), its enrichments
+        run."""
+        run = event.workflow_run
+        with self.lock:
+            self.live.run_event(run, self.clock())
+            if run.status != "completed":
+                return "recorded"
+            if self.store.is_observed(*attempt_key(self.repo.name, run.id, run.run_attempt)):
+                return "duplicate"
+            try:
+                facts = self.fetcher.facts(run, run.run_attempt)
+            except IncompleteError:
+                return "ignored"  # a job still open: the reconciler records it later
+            applied = self.record(facts)
+            self.run_tasks()
+            return "recorded" if applied else "duplicate"
 
     # -- enrichment tasks --------------------------------------------------------------------------------
     def run_tasks(self, limit: int = TASKS_PER_POLL) -> int:

@@ -1,0 +1,162 @@
+"""After the answer: each accepted delivery is routed (not configured → ignored; another shard's
+repository → forwarded; else queued) and recorded by worker threads — a repository's events in
+the order they arrived, through the same poller that reconciles it."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from exporter.config import Config, ShardingConfig
+from exporter.logging import get_logger
+from exporter.payloads.github import WorkflowJobEvent, WorkflowRunEvent
+from exporter.sources.errors import SourceError
+from exporter.webhooks.receiver import Delivery, action_label, event_label
+
+log = get_logger(__name__)
+Count = Callable[[str, str, str], None]
+
+
+class EventHandler(Protocol):
+    """A repository's poller: it records what an event says."""
+
+    def on_job(self, event: WorkflowJobEvent) -> str: ...
+
+    def on_run(self, event: WorkflowRunEvent) -> str: ...
+
+
+_Item = tuple[EventHandler, WorkflowJobEvent | WorkflowRunEvent, Delivery] | None
+
+
+class Dispatcher:
+    """A bounded queue per worker; a repository always goes to the same worker (so its events are
+    handled in arrival order). A full queue drops the event, counted: the reconciler catches up."""
+
+    def __init__(self, count: Count, workers: int = 4, capacity: int = 10_000) -> None:
+        self.count = count
+        self._queues: list[queue.Queue[_Item]] = [queue.Queue(capacity) for _ in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._work, args=(q,), name=f"webhook-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for q in self._queues:
+            with contextlib.suppress(queue.Full):
+                q.put_nowait(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
+
+    def submit(
+        self,
+        repository: str,
+        handler: EventHandler,
+        event: WorkflowJobEvent | WorkflowRunEvent,
+        delivery: Delivery,
+    ) -> bool:
+        index = zlib.crc32(repository.encode()) % len(self._queues)
+        try:
+            self._queues[index].put_nowait((handler, event, delivery))
+        except queue.Full:
+            return False
+        return True
+
+    def _work(self, items: queue.Queue[_Item]) -> None:
+        while (item := items.get()) is not None:
+            handler, event, delivery = item
+            self.count(delivery.event, delivery.action, self._handle(handler, event))
+
+    @staticmethod
+    def _handle(handler: EventHandler, event: WorkflowJobEvent | WorkflowRunEvent) -> str:
+        try:
+            if isinstance(event, WorkflowJobEvent):
+                return handler.on_job(event)
+            return handler.on_run(event)
+        except SourceError as exc:
+            log.warning(
+                "webhook not recorded; the reconciler will", reason=exc.reason, error=str(exc)
+            )
+        except Exception as exc:  # a worker must survive anything a payload can provoke
+            log.exception("webhook crashed; the reconciler will record it", error=str(exc))
+        return "failed"
+
+
+class Router:
+    """Decides, for a verified delivery, what happens to it (the answer's outcome)."""
+
+    def __init__(
+        self,
+        config: Config,
+        handlers: Mapping[str, EventHandler],
+        dispatcher: Dispatcher,
+        forward: Callable[[int, Delivery], bool] | None = None,
+    ) -> None:
+        self.clock_skew = config.github.clock_skew if config.github else 300.0
+        # Every repository of every shard: an event for one owned elsewhere is forwarded.
+        github = config.github
+        self.workflows = {r.name: r.workflows for r in github.repositories} if github else {}
+        self.sharding: ShardingConfig = config.sharding
+        self.handlers = handlers
+        self.dispatcher = dispatcher
+        self.forward = forward
+
+    def __call__(self, delivery: Delivery) -> str:
+        if delivery.event not in ("workflow_job", "workflow_run"):
+            return "ignored"  # ping and anything not subscribed to
+        try:
+            event = _parse(delivery, self.clock_skew)
+        except ValidationError as exc:
+            log.warning(
+                "webhook payload malformed",
+                event=event_label(delivery.event),
+                error=str(exc).splitlines()[0],
+            )
+            return "rejected"
+        repository = event.repository.full_name
+        if repository not in self.workflows or not self._wanted(repository, event):
+            return "ignored"
+        handler = self.handlers.get(repository)
+        if handler is None:
+            return self._elsewhere(repository, delivery)
+        if not self.dispatcher.submit(repository, handler, event, delivery):
+            log.warning(
+                "webhook queue full; the reconciler will record it",
+                action=action_label(delivery.action),
+            )
+            return "failed"
+        return "queued"
+
+    def _wanted(self, repository: str, event: WorkflowJobEvent | WorkflowRunEvent) -> bool:
+        workflows = self.workflows[repository]
+        if workflows is None:
+            return True
+        if isinstance(event, WorkflowJobEvent):
+            return event.workflow_job.workflow_name in workflows
+        return event.workflow_run.workflow in workflows
+
+    def _elsewhere(self, repository: str, delivery: Delivery) -> str:
+        """Another shard's repository: forwarded to its owner once (never a forwarded event)."""
+        if self.forward is None or delivery.forwarded:
+            return "ignored"
+        owner = self.sharding.shard_of(f"repo:{repository}")
+        return "forwarded" if self.forward(owner, delivery) else "failed"
+
+
+def _parse(delivery: Delivery, skew: float) -> WorkflowJobEvent | WorkflowRunEvent:
+    """The typed event; timestamps beyond now + clock_skew are malformed, as in the API."""
+    context = {"now": time.time(), "skew": skew}
+    if delivery.event == "workflow_job":
+        return WorkflowJobEvent.model_validate(delivery.payload, context=context)
+    return WorkflowRunEvent.model_validate(delivery.payload, context=context)
