@@ -102,7 +102,11 @@ class _ErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type hints
         hook: Rejected | None = getattr(self.channel.server, "on_rejected", None)
         if hook is not None:
             status = int(getattr(self.request.error, "code", 400))
-            headers = {str(k).lower(): str(v) for k, v in (self.request.headers or {}).items()}
+            # waitress keys headers the CGI way (X_GITHUB_EVENT): back to x-github-event.
+            headers = {
+                str(k).lower().replace("_", "-"): str(v)
+                for k, v in (self.request.headers or {}).items()
+            }
             hook(status, headers)
         super().execute()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.cli import (
     EXIT_OK,
@@ -20,6 +22,10 @@ from exporter.cli import (
 )
 from exporter.config import DEFAULT_LISTEN, ConfigError, parse_listen
 from exporter.logging import configure_logging
+
+if TYPE_CHECKING:
+    from simulator.github import GitHubSimulator
+    from simulator.webhooks import WebhookSender
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--scenario",
         default="seed",
-        help="seed, optimized, regression or journey (default: %(default)s)",
+        help="seed, optimized, regression, shortage or journey (default: %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     demo.add_argument(
@@ -58,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--token", default="sim-token")
     simulate.add_argument("--app", help="APP_ID:INSTALLATION_ID:PUBLIC_KEY_FILE for App auth")
+    simulate.add_argument(
+        "--webhook-url", help="send signed workflow_job/workflow_run webhooks to this URL"
+    )
+    simulate.add_argument(
+        "--webhook-secret-env",
+        default="GITHUB_WEBHOOK_SECRET",
+        help="environment variable holding the webhook secret (default: %(default)s)",
+    )
     return parser
 
 
@@ -76,7 +90,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(
         f"ci-pipeline-exporter demo: http://{shown}:{demo.port}/metrics "
-        f"(scenario {args.scenario}; GitHub simulator at {demo.github_url})",
+        f"(scenario {args.scenario}; GitHub simulator at {demo.github_url}, "
+        f"sending webhooks to {demo.webhook_url})",
         flush=True,
     )
     stop.wait()
@@ -106,12 +121,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         host=host,
         port=port,
     ).start()
+    sender = _webhook_sender(args, sim)
     print(json.dumps({"url": sim.url}), flush=True)
     stop = threading.Event()
     install_sigterm(stop)
     stop.wait()
+    if sender is not None:
+        sender.stop()
     sim.stop()
     return EXIT_OK
+
+
+def _webhook_sender(args: argparse.Namespace, sim: GitHubSimulator) -> WebhookSender | None:
+    from simulator.webhooks import WebhookSender
+
+    if not args.webhook_url:
+        return None
+    secret = os.environ.get(args.webhook_secret_env, "")
+    if not secret:
+        raise ConfigError(
+            f"--webhook-secret-env: environment variable {args.webhook_secret_env} is not set"
+        )
+    return WebhookSender(sim, args.webhook_url, secret).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

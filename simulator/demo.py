@@ -7,8 +7,10 @@ from exporter.config import ConfigError, validate_config
 from simulator.github import GitHubSimulator
 from simulator.registry import IMAGE_SETS, RegistrySimulator
 from simulator.scenarios import SCENARIOS
+from simulator.webhooks import WebhookSender
 
 DEMO_TOKEN = "demo-token-not-secret"
+DEMO_WEBHOOK_SECRET = "demo-webhook-secret-not-secret"
 DEMO_REPOSITORY = "acme/webapp"
 
 
@@ -40,6 +42,15 @@ class Demo:
                     "timeout": "10s",
                     # Simulated time runs ahead of the wall clock.
                     "clock_skew": "365d",
+                    # The simulator signs and sends workflow_job/workflow_run webhooks as its runs
+                    # progress (a few dropped or repeated, as GitHub may): the live queue fills in
+                    # within a second, and the poller reconciles every 30 s.
+                    "webhooks": {
+                        "listen": "127.0.0.1:0",
+                        "secret_env": "CIPE_DEMO_WEBHOOK_SECRET",
+                        "reconcile_interval": "30s",
+                    },
+                    "runners": [{"org": DEMO_REPOSITORY.partition("/")[0], "poll_interval": "10s"}],
                     "repositories": [
                         {
                             "name": DEMO_REPOSITORY,
@@ -79,8 +90,15 @@ class Demo:
                 ],
             }
         )
-        self.app = App(config, environ={"CIPE_DEMO_TOKEN": DEMO_TOKEN})
+        self.app = App(
+            config,
+            environ={
+                "CIPE_DEMO_TOKEN": DEMO_TOKEN,
+                "CIPE_DEMO_WEBHOOK_SECRET": DEMO_WEBHOOK_SECRET,
+            },
+        )
         self.port = 0
+        self.sender: WebhookSender | None = None
 
     @property
     def github_url(self) -> str:
@@ -89,9 +107,24 @@ class Demo:
     def start(self, listen: str) -> None:
         self.app.start(listen)
         assert self.app.server is not None
+        assert self.app.webhooks is not None
         self.port = self.app.server.port
+        hooks = self.app.webhooks
+        self.sender = WebhookSender(
+            self.github,
+            f"http://127.0.0.1:{hooks.port}{hooks.hooks.path}",
+            DEMO_WEBHOOK_SECRET,
+            drop_rate=0.02,
+            repeat_rate=0.05,
+        ).start()
+
+    @property
+    def webhook_url(self) -> str:
+        return self.sender.url if self.sender is not None else ""
 
     def stop(self) -> None:
+        if self.sender is not None:
+            self.sender.stop()
         self.app.stop()
         self.github.stop()
         self.registry.stop()

@@ -5,7 +5,9 @@ request log and the ground truth of what it served.
 Control endpoints (not part of GitHub's API) live under `/_sim/`:
 `GET /_sim/truth`, `GET /_sim/requests`, `POST /_sim/requests/clear`, `POST /_sim/advance?seconds=N`,
 `POST /_sim/faults` (JSON body, see `Faults`), `GET /_sim/clock`,
-`POST /_sim/rerun?repository=O/R&run_id=N[&at=T]` (a re-run of a completed run, see `rerun`).
+`POST /_sim/rerun?repository=O/R&run_id=N[&at=T]` (a re-run of a completed run, see `rerun`),
+`POST /_sim/runners?forbidden=1|0` (the runners API answers 403, as to a token without the
+runner read permission).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from simulator.clock import SimClock
 from simulator.loopback import LoopbackServer
 from simulator.model import SimAttempt, SimRun, Timeline
 from simulator.render import artifact_payload, job_payload, run_payload
+from simulator.runners import GROUPS, busy_ids, group_payload, runner_payload, runners_in
 from simulator.scenarios import SCENARIOS, Scenario
 
 SEARCH_CAP = 1000
@@ -111,6 +114,8 @@ class GitHubSimulator:
         self.payload_hooks: dict[str, Callable[[Any], Any]] = {}
         self.redirect_override: str | None = None
         self._artifacts: dict[tuple[str, int, int], JUnitArtifact | None] = {}
+        # The runners API answers 403 (a token without the runner read permission) when set.
+        self.runners_forbidden = False
         self._logs: dict[int, JobLog] = {}
         self.blobs = BlobServer(self._resolve_blob, host=host)
         self.routes = [
@@ -137,6 +142,11 @@ class GitHubSimulator:
             _Route("GET", r"/repos/([^/]+/[^/]+)/actions/cache/usage", self._cache_usage),
             _Route("GET", r"/repos/([^/]+/[^/]+)/actions/caches", self._cache_list),
             _Route("POST", r"/app/installations/(\d+)/access_tokens", self._installation_token),
+            _Route("GET", r"/orgs/([^/]+)/actions/runner-groups", self._runner_groups),
+            _Route(
+                "GET", r"/orgs/([^/]+)/actions/runner-groups/(\d+)/runners", self._group_runners
+            ),
+            _Route("GET", r"/repos/([^/]+/[^/]+)/actions/runners", self._repo_runners),
         ]
         simulator = self
 
@@ -640,6 +650,38 @@ class GitHubSimulator:
             {},
         )
 
+    # -- self-hosted runners --------------------------------------------------------------------------
+    def _runners_answer(
+        self, h: _Handler, q: dict[str, str], group_id: int | None
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self.runners_forbidden:
+            return 403, {"message": "Resource not accessible by personal access token"}, {}
+        busy = busy_ids(self.timelines.values(), self.clock.now())
+        items = [runner_payload(r, r.id in busy) for r in runners_in(group_id)]
+        return self._paginate(h, q, items, len(items), "runners")
+
+    def _runner_groups(
+        self, h: _Handler, q: dict[str, str], org: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self.runners_forbidden:
+            return 403, {"message": "Resource not accessible by personal access token"}, {}
+        items = [group_payload(g, self._base(h), org) for g in GROUPS]
+        return self._paginate(h, q, items, len(items), "runner_groups")
+
+    def _group_runners(
+        self, h: _Handler, q: dict[str, str], org: str, group_id: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if not any(g.id == int(group_id) for g in GROUPS):
+            return 404, {"message": "Not Found"}, {}
+        return self._runners_answer(h, q, int(group_id))
+
+    def _repo_runners(
+        self, h: _Handler, q: dict[str, str], repo: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        if repo not in self.timelines:
+            return 404, {"message": "Not Found"}, {}
+        return self._runners_answer(h, q, None)
+
     # -- request plumbing ---------------------------------------------------------------------------
     def authorized(self, header: str) -> str | None:
         """The identity behind an Authorization header, or None."""
@@ -712,6 +754,7 @@ class GitHubSimulator:
             ),
             ("POST", "/_sim/rerun"): lambda q, _: self._control_rerun(q),
             ("POST", "/_sim/faults"): lambda _q, body: self._control_faults(body),
+            ("POST", "/_sim/runners"): lambda q, _: self._control_runners(q),
         }
         handler = handlers.get((method, path))
         return handler(q, body) if handler else (404, {"message": "unknown control endpoint"})
@@ -730,6 +773,10 @@ class GitHubSimulator:
         known = {f.name for f in fields(Faults)}
         self.set_faults(Faults(**{k: v for k, v in data.items() if k in known}))
         return 200, asdict(self.faults)
+
+    def _control_runners(self, q: dict[str, str]) -> tuple[int, Any]:
+        self.runners_forbidden = q.get("forbidden") in ("1", "true")
+        return 200, {"forbidden": self.runners_forbidden}
 
     def _control_rerun(self, q: dict[str, str]) -> tuple[int, Any]:
         try:

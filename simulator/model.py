@@ -220,7 +220,6 @@ class Timeline:
         done: dict[str, SimJob] = {}
         gate: dict[str, str | None] = {}
         used_ends: set[float] = set()
-        low, high = self.scenario.queue_range
         for position, spec in enumerate(_topological(specs)):
             job_id = run.id * 100 + number * 20 + position
             deps = [done[n] for n in spec.needs]
@@ -240,6 +239,7 @@ class Timeline:
                     [],
                 )
                 continue
+            low, high = spec.queue or self.scenario.queue_range
             started = ready + round(rng.uniform(low, high))
             t = float(started)
             steps: list[SimStep] = []

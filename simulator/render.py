@@ -12,6 +12,7 @@ from typing import Any
 
 from exporter.timeutil import format_timestamp
 from simulator.model import SimAttempt, SimJob, SimRun
+from simulator.runners import GROUPS, RUNNERS
 
 
 @cache
@@ -99,6 +100,25 @@ def run_payload(
     return body
 
 
+def _runner(labels: tuple[str, ...]) -> dict[str, Any]:
+    """The runner a started job ran on: a self-hosted one with its labels, else GitHub's."""
+    hosted = next((r for r in RUNNERS if set(labels) <= set(r.labels) and r.online), None)
+    if "self-hosted" in labels and hosted is not None:
+        group = next(g for g in GROUPS if g.id == hosted.group_id)
+        return {
+            "runner_id": hosted.id,
+            "runner_name": hosted.name,
+            "runner_group_id": group.id,
+            "runner_group_name": group.name,
+        }
+    return {
+        "runner_id": 7,
+        "runner_name": "GitHub Actions 7",
+        "runner_group_id": 1,
+        "runner_group_name": "GitHub Actions",
+    }
+
+
 def job_payload(
     run: SimRun, attempt: SimAttempt, job: SimJob, t: float, *, base: str, workflow_name: str
 ) -> dict[str, Any]:
@@ -115,12 +135,7 @@ def job_payload(
         status = "completed" if done else "in_progress"
         conclusion = job.conclusion if done else None
         started, completed = job.started_at, (job.completed_at if done else None)
-        runner = {
-            "runner_id": 7,
-            "runner_name": "GitHub Actions 7",
-            "runner_group_id": 1,
-            "runner_group_name": "GitHub Actions",
-        }
+        runner = _runner(job.labels)
     steps = []
     for step in job.steps:
         if status == "queued":

@@ -24,6 +24,8 @@ class JobSpec:
     needs: tuple[str, ...] = ()
     name: str | None = None
     runner: tuple[str, ...] = ("ubuntu-latest",)
+    # Seconds from ready to started (the wait for a runner); None: the scenario's queue_range.
+    queue: tuple[float, float] | None = None
 
     @property
     def display_name(self) -> str:
@@ -271,6 +273,14 @@ def _org_jobs() -> tuple[JobSpec, ...]:
 
 ORG_JOBS = _org_jobs()
 
+# A runner shortage: the test suite runs on a small self-hosted GPU pool and waits minutes for it.
+SHORTAGE_JOBS = tuple(
+    replace(j, runner=("self-hosted", "linux", "gpu"), queue=(240.0, 600.0))
+    if j.id == "test-suite"
+    else j
+    for j in SEED_JOBS
+)
+
 SCENARIOS: dict[str, Scenario] = {
     "seed": Scenario("seed", lambda _p: SEED_JOBS),
     "optimized": Scenario("optimized", lambda _p: OPTIMIZED_JOBS, queue_range=(3.0, 15.0)),
@@ -303,6 +313,7 @@ SCENARIOS: dict[str, Scenario] = {
         pr_rate=0.4,
         queue_range=(2.0, 20.0),
     ),
+    "shortage": Scenario("shortage", lambda _p: SHORTAGE_JOBS),
     "journey": Scenario(
         "journey",
         _journey,

@@ -120,7 +120,7 @@ class Router:
         except ValidationError as exc:
             log.warning(
                 "webhook payload malformed",
-                event=event_label(delivery.event),
+                github_event=event_label(delivery.event),
                 error=str(exc).splitlines()[0],
             )
             return "rejected"

@@ -99,7 +99,9 @@ class WebhookReceiver:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         if not verify(self.secret, body, headers.get("x-hub-signature-256")):
-            log.warning("webhook refused: no valid X-Hub-Signature-256", event=event_label(event))
+            log.warning(
+                "webhook refused: no valid X-Hub-Signature-256", github_event=event_label(event)
+            )
             return _Answer("401 Unauthorized")
         try:
             payload = json.loads(body)

@@ -244,6 +244,9 @@ class RepositoryPoller:
                 facts = self.fetcher.facts(run, run.run_attempt)
             except IncompleteError:
                 return "ignored"  # a job still open: the reconciler records it later
+            except NotFound:
+                log.warning("webhook for a run the API does not know", run_id=run.id)
+                return "ignored"
             applied = self.record(facts)
             self.run_tasks()
             return "recorded" if applied else "duplicate"
