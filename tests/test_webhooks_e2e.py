@@ -56,7 +56,7 @@ def handled(url: str, senders: list[WebhookSender], before: int = 0) -> bool:
     return scrape(url).total(COUNTER) == delivered - before
 
 
-def open_jobs(exposition: Exposition) -> dict[tuple[str, str, str], float]:
+def open_jobs(exposition: Exposition) -> dict[tuple[str, ...], float]:
     """The live gauge's non-zero series by (repository, runner labels, state)."""
     found = exposition.by("cicd_pipeline_task_run_active", "repository", "runner_labels", "state")
     return {k: v for k, v in found.items() if v}
