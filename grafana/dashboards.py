@@ -341,6 +341,40 @@ def bottlenecks(k: Knobs) -> dashboard.Dashboard:
                 ),
             )
         )
+        .with_panel(
+            _ts(
+                "Jobs waiting now by runner labels (live, webhooks)",
+                "short",
+                _target(
+                    f'sum by (runner_labels, state) (cicd_pipeline_task_run_active{{{q.nobranch}, state=~"queued|waiting"}})',
+                    "{{runner_labels}} {{state}}",
+                ),
+                w=8,
+            )
+        )
+        .with_panel(
+            _bars(
+                "Longest wait now by runner labels (0: nothing queued)",
+                "s",
+                _target(
+                    f"(time() - min by (runner_labels) (cicd_pipeline_task_run_oldest_queued_timestamp_seconds{{{q.repo}}})) or on() vector(0)",
+                    "{{runner_labels}}",
+                    instant=True,
+                ),
+                w=8,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Self-hosted runner pools",
+                "short",
+                _target(
+                    f"sum by (scope, runner_group, state) (cicd_worker_count{{{k.selector}}})",
+                    "{{scope}} {{runner_group}} {{state}}",
+                ),
+                w=8,
+            )
+        )
     )
 
 

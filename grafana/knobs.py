@@ -32,6 +32,9 @@ class Knobs:
     queue_window: str = "1h"
     queue_p90_seconds: float = 120
     queue_for: str = "15m"
+    # CIJobsQueuedTooLong (live, from workflow_job webhooks)
+    queued_too_long_seconds: float = 900
+    queued_too_long_for: str = "5m"
     # CIBuildCacheHitRatioLow
     cache_hit_window: str = "6h"
     cache_hit_min_ratio: float = 0.5
@@ -68,6 +71,7 @@ class Knobs:
             regression_for="0s",
             queue_window="30s",
             queue_for="0s",
+            queued_too_long_for="0s",
             cache_hit_window="30s",
             cache_hit_for="0s",
             actions_cache_for="0s",

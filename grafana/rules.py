@@ -120,6 +120,10 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
         "histogram_quantile(0.9, sum by (repository, workflow, runner_labels, le) "
         f"(rate(cicd_pipeline_task_run_queue_seconds_bucket{{{sel}}}[{k.queue_window}]))) > {k.queue_p90_seconds}"
     )
+    queued_too_long = (
+        f"time() - min by (repository, runner_labels) "
+        f"(cicd_pipeline_task_run_oldest_queued_timestamp_seconds{{{sel}}}) > {k.queued_too_long_seconds:g}"
+    )
     series_near_cap = (
         f"max by (metric) (ci_pipeline_exporter_series{{{sel}}}) > on() group_left "
         f"{k.series_near_cap_ratio} * max(ci_pipeline_exporter_series_limit{{{sel}}})"
@@ -188,6 +192,17 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             summary="Jobs of {{ $labels.repository }} wait for runners",
             description=f"The 90th percentile queue time of jobs asking for {{{{ $labels.runner_labels }}}} over {k.queue_window} "
             f"is above {k.queue_p90_seconds:g} seconds.",
+            dashboard="bottlenecks",
+            k=k,
+        ),
+        _alert(
+            "CIJobsQueuedTooLong",
+            queued_too_long,
+            duration=k.queued_too_long_for,
+            severity="warning",
+            summary="Jobs of {{ $labels.repository }} wait for a runner with labels {{ $labels.runner_labels }}",
+            description=f"A job has been queued for more than {k.queued_too_long_seconds / 60:g} minutes "
+            "(live, from workflow_job webhooks); the pool for these labels is short or offline.",
             dashboard="bottlenecks",
             k=k,
         ),

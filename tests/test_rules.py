@@ -59,6 +59,12 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
         "The 90th percentile queue time of jobs asking for {runner_labels} over 1h is above 120 seconds.",
         "cipe-bottlenecks",
     ),
+    "CIJobsQueuedTooLong": (
+        "warning",
+        "Jobs of {repository} wait for a runner with labels {runner_labels}",
+        "A job has been queued for more than 15 minutes (live, from workflow_job webhooks); the pool for these labels is short or offline.",
+        "cipe-bottlenecks",
+    ),
     "CIBuildCacheHitRatioLow": (
         "info",
         "BuildKit cache hits are low for {job_name} in {repository}",
@@ -301,6 +307,16 @@ def small_alerts() -> dict[str, Any]:
         series.append(
             _series("ci_pipeline_exporter_poll_interval_seconds", {"source": source}, "60x100")
         )
+    # Queued: the oldest job of gpu queued at 0 (30 min by eval time) fires; the ubuntu one queued
+    # at 15 min has waited exactly the threshold (silent).
+    for labels, queued_at in {"gpu,self-hosted": "0", "ubuntu-latest": "900"}.items():
+        series.append(
+            _series(
+                "cicd_pipeline_task_run_oldest_queued_timestamp_seconds",
+                {"repository": "r", "runner_labels": labels},
+                f"{queued_at}x100",
+            )
+        )
     # Series: 90 % of the cap fires, exactly 80 % is silent.
     for metric, count in {"near": 4500, "edge": 4000}.items():
         series.append(_series("ci_pipeline_exporter_series", {"metric": metric}, f"{count}x100"))
@@ -329,6 +345,16 @@ def small_alerts() -> dict[str, Any]:
                     _expected(
                         "CIJobQueueTimeHigh",
                         {"repository": "r", "workflow": "CI", "runner_labels": "gpu,self-hosted"},
+                    )
+                ],
+            },
+            {
+                "eval_time": "30m",
+                "alertname": "CIJobsQueuedTooLong",
+                "exp_alerts": [
+                    _expected(
+                        "CIJobsQueuedTooLong",
+                        {"repository": "r", "runner_labels": "gpu,self-hosted"},
                     )
                 ],
             },
@@ -400,7 +426,7 @@ def test_promtool_check_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 16 rules found" in result.stdout
+    assert "SUCCESS: 17 rules found" in result.stdout
 
 
 def test_every_alert_has_the_contract_fields() -> None:
@@ -410,6 +436,7 @@ def test_every_alert_has_the_contract_fields() -> None:
         "CIPipelineDurationRegression",
         "CIJobDurationRegression",
         "CIJobQueueTimeHigh",
+        "CIJobsQueuedTooLong",
         "CIBuildCacheHitRatioLow",
         "CIActionsCacheNearLimit",
         "CIImageSizeGrowth",
