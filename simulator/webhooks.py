@@ -82,7 +82,7 @@ class WebhookSender:
         self.stats = SenderStats()
         self.sent: list[Event] = []  # what reached the receiver, in order (tests read it)
         self._rng = random.Random(seed)
-        self._since = github.clock.now()
+        self.since = github.clock.now()  # events after this simulated moment are delivered
         self._http = httpx.Client(timeout=10.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="webhook-sender", daemon=True)
@@ -106,8 +106,8 @@ class WebhookSender:
         """Deliver the events of (last pump, now]; returns how many were delivered."""
         with self._lock:
             now = self.github.clock.now()
-            events = events_between(self.github, self._since, now)
-            self._since = now
+            events = events_between(self.github, self.since, now)
+            self.since = now
             return sum(self._deliver(event) for event in events)
 
     def _deliver(self, event: Event) -> int:

@@ -21,8 +21,8 @@ from exporter.webhooks.signature import verify
 from simulator.github import GitHubSimulator
 from simulator.webhooks import events_between
 from tests.conftest import START
-from tests.helpers import REFERENCE, TOKEN, free_port, scrape, serve, wait_for
-from tests.hooks import HOOK_ENV, deliver, hooks_config, signature
+from tests.helpers import REFERENCE, TOKEN, free_port, run_cli, scrape, serve, wait_for
+from tests.hooks import HOOK_ENV, SECRET, deliver, hooks_config, signature
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
 COUNTER = "ci_pipeline_exporter_webhook_events_total"
@@ -237,3 +237,28 @@ def test_many_deliveries_at_once(exporter: tuple[str, str, GitHubSimulator]) -> 
     assert counts[("workflow_job", "completed", "recorded")] == 100
     after = scrape(url).total("cicd_pipeline_task_run_duration_seconds_count")
     assert after - before == 100
+
+
+def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> None:
+    """check-config names where the webhook secret comes from, never its value; `serve` without it
+    stops at once with one line naming the key (exit 2); a bad forward_url is refused by name."""
+    sim = GitHubSimulator("seed", repositories=("acme/webapp",), token=TOKEN)
+    config, _ = hooks_config(tmp_path, sim)
+    shown = run_cli("check-config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **HOOK_ENV})
+    assert shown.returncode == 0, shown.stderr
+    effective = yaml.safe_load(shown.stdout)
+    assert effective["secrets"]["github.webhooks.secret"] == "<redacted> from $TEST_WEBHOOK_SECRET"
+    assert SECRET not in shown.stdout
+    missing = run_cli("serve", "--config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN})
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "ci-pipeline-exporter: config error: github.webhooks.secret_env: "
+        "environment variable TEST_WEBHOOK_SECRET is not set"
+    ]
+    data = yaml.safe_load(config.read_text())
+    data["github"]["webhooks"]["forward_url"] = "http://shard:9470/webhook"
+    config.write_text(yaml.safe_dump(data))
+    bad = run_cli("check-config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **HOOK_ENV})
+    assert bad.returncode == 2
+    assert "github.webhooks.forward_url" in bad.stderr
+    assert "{index}" in bad.stderr
