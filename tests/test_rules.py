@@ -309,11 +309,11 @@ def small_alerts() -> dict[str, Any]:
         )
     # Queued: the oldest job of gpu queued at 0 (30 min by eval time) fires; the ubuntu one queued
     # at 15 min has waited exactly the threshold (silent).
-    for labels, queued_at in {"gpu,self-hosted": "0", "ubuntu-latest": "900"}.items():
+    for runner, queued_at in {"gpu,self-hosted": "0", "ubuntu-latest": "900"}.items():
         series.append(
             _series(
                 "cicd_pipeline_task_run_oldest_queued_timestamp_seconds",
-                {"repository": "r", "runner_labels": labels},
+                {"repository": "r", "runner_labels": runner},
                 f"{queued_at}x100",
             )
         )
