@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -67,9 +68,11 @@ def test_webhooks_alone_record_everything_once_at_two_requests_per_attempt(
 ) -> None:
     """With the reconciler idle (1 h), eight simulated hours arrive by webhook only — through two
     hooks delivering each event under one delivery id, one of them repeating some: every count
-    equals ground truth, and the API was asked at most 2 requests per completed attempt."""
+    equals ground truth (JUnit enrichments included), and the core facts cost at most 2 API
+    requests per completed attempt."""
     with validated_simulator("seed", seed=6, token=TOKEN) as sim:
-        config, hook = hooks_config(tmp_path, sim, reconcile="1h")
+        junit = {"junit": {"artifacts": ["junit*"]}}
+        config, hook = hooks_config(tmp_path, sim, reconcile="1h", repo_extra=junit)
         with running(config, tmp_path) as url:
             start = sim.clock.now()
             sim.requests.clear()
@@ -85,13 +88,33 @@ def test_webhooks_alone_record_everything_once_at_two_requests_per_attempt(
             attempts = sum(1 for a in truth["attempts"] if a["jobs"] and _ended_after(a, start))
             assert attempts >= 14
             paths = [r["path"] for r in sim.requests]
-            assert all(p.endswith("/jobs") or "/contents/" in p for p in paths), paths
-            assert len(paths) <= 2 * attempts
+            core = [p for p in paths if p.endswith("/jobs") or "/contents/" in p]
+            assert len(core) <= 2 * attempts
+            assert all("/artifacts" in p for p in paths if p not in core), paths
+            suites = wait_for(
+                lambda: _suite_counts(url) == _suite_truth(truth) and _suite_counts(url),
+                30,
+                message="JUnit enrichments of webhook-observed attempts",
+            )
+            assert sum(suites.values()) > sum(_suite_truth(sim.truth(start)).values())
             outcomes = exposition.by(COUNTER, "outcome")
             assert outcomes[("duplicate",)] > 0
             assert open_jobs(exposition) == {}
             for sender in senders:
                 sender.stop()
+
+
+def _suite_counts(url: str) -> dict[tuple[str, ...], float]:
+    return scrape(url).by("cicd_test_suite_duration_seconds_count", "suite")
+
+
+def _suite_truth(truth: dict[str, Any]) -> dict[tuple[str, ...], float]:
+    """How many times each suite (app) ran, from the simulator's JUnit artifacts."""
+    counts: dict[tuple[str, ...], float] = {}
+    for attempt in truth["attempts"]:
+        for suite in attempt["junit"]:
+            counts[(suite,)] = counts.get((suite,), 0.0) + 1
+    return counts
 
 
 def _ended_after(attempt: dict[str, object], start: float) -> bool:
