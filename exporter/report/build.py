@@ -16,13 +16,17 @@ from exporter.report.model import (
     Headline,
     Images,
     JobBottleneck,
+    Opportunities,
     Pipeline,
     Report,
+    Tests,
 )
 from exporter.report.paths import PathModel, chain_model, choose_graph, graph_model, layers
 from exporter.report.samples import Samples
 
 STEPS_SHOWN = 8
+# Without a known critical path, the bottlenecks of this many slowest jobs.
+SLOWEST = 3
 BUILD_JOB = ("build", "docker")
 
 
@@ -68,10 +72,16 @@ def _pipeline(source: ReportInput, repo: str, workflow: str, images: Images) -> 
         bottlenecks=_bottlenecks(samples, repo, workflow, path_jobs),
         cache=sections.cache(samples, repo, workflow),
         tests=tests,
-        opportunities=opportunities.find(context, tests, images),
+        opportunities=_opportunities(context, tests, images),
         cost=sections.cost(source.now, source.baseline, repo, workflow, head),
         trend=sections.trend(source.weeks, repo, workflow, head, source.kind),
     )
+
+
+def _opportunities(context: opportunities.Context, tests: Tests, images: Images) -> Opportunities:
+    if not context.path_jobs:
+        return Opportunities(hint=hints.OPPORTUNITIES_NO_PATH)
+    return opportunities.find(context, tests, images)
 
 
 def _order(graph: WorkflowGraph | None) -> Callable[[Sequence[str]], list[str]]:
@@ -136,14 +146,21 @@ def _graph(
 
 
 def _bottlenecks(samples: Samples, repo: str, workflow: str, path: Sequence[str]) -> Bottlenecks:
-    if not path:
-        return Bottlenecks(hint=hints.PATH)
+    """Each critical-path job's slowest steps and Dockerfile instructions; without the path,
+    those of the slowest jobs."""
+    jobs, hint = list(path), None
+    if not jobs:
+        means = sections.job_means(samples, repo, workflow)
+        jobs = sorted(means, key=lambda j: -means[j])[:SLOWEST]
+        hint = hints.SLOWEST_JOBS if jobs else hints.PATH
     found = []
-    for job in path:
+    for job in jobs:
         steps, job_mean = sections.own_steps(samples, repo, workflow, job)
         build = sections.instructions(samples, repo, workflow, job, job_mean)
-        hint = None
+        missing = None
         if not build and any(word in job.lower() for word in BUILD_JOB):
-            hint = hints.BUILDKIT
-        found.append(JobBottleneck(job, job_mean, steps[:STEPS_SHOWN], build[:STEPS_SHOWN], hint))
-    return Bottlenecks(found)
+            missing = hints.BUILDKIT
+        found.append(
+            JobBottleneck(job, job_mean, steps[:STEPS_SHOWN], build[:STEPS_SHOWN], missing)
+        )
+    return Bottlenecks(found, hint)

@@ -12,6 +12,13 @@ PATH_PROMETHEUS = (
     "No per-job critical path in Prometheus: cicd_pipeline_run_last_critical_path_job_seconds "
     "comes from scraping the exporter (backfill writes histograms only)."
 )
+SLOWEST_JOBS = (
+    "The critical path's jobs are not known in this period (see above): the slowest jobs instead."
+)
+OPPORTUNITIES_NO_PATH = (
+    "Opportunities are found along the critical path, whose jobs are not known in this period: "
+    "cicd_pipeline_run_last_critical_path_job_seconds comes from scraping the exporter."
+)
 GRAPH_STORE = (
     "No needs: graph in the state store yet: the exporter reads the workflow file at each run's "
     "head_sha (contents API, a token with contents:read)."
