@@ -269,26 +269,14 @@ def usage(samples: Samples, repo: str) -> CacheUsage | None:
 
 
 def images(samples: Samples) -> Images:
-    layers = samples.value_by(m.IMAGE_LAYERS.name, ("registry", "image", "tag", "platform"))
-    found = [
-        Image(
-            labels["registry"],
-            labels["image"],
-            labels["tag"],
-            labels["platform"],
-            size,
-            _int(layers.get(key)),
-        )
-        for labels, size in samples.values.get(m.IMAGE_SIZE.name, ())
-        if (
-            key := (
-                labels.get("registry", ""),
-                labels.get("image", ""),
-                labels.get("tag", ""),
-                labels.get("platform", ""),
-            )
-        )
-    ]
+    keys = ("registry", "image", "tag", "platform")
+    layers = samples.value_by(m.IMAGE_LAYERS.name, keys)
+    found = []
+    for labels, size in samples.values.get(m.IMAGE_SIZE.name, ()):
+        # Prometheus drops empty label values: a missing one is "".
+        registry, image, tag, platform = (labels.get(name, "") for name in keys)
+        key = (registry, image, tag, platform)
+        found.append(Image(registry, image, tag, platform, size, _int(layers.get(key))))
     sets = samples.value_by(m.IMAGE_SET_SIZE.name, ("set", "kind"))
     names = sorted({name for name, _ in sets})
     image_sets = [
