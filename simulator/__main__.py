@@ -89,7 +89,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo.start(f"{host}:{port}")
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
     print(
-        f"ci-pipeline-exporter demo: http://{shown}:{demo.port}/metrics "
+        f"ci-pipeline-exporter demo: http://{shown}:{demo.port}/report (the pipeline review), "
+        f"http://{shown}:{demo.port}/metrics "
         f"(scenario {args.scenario}; GitHub simulator at {demo.github_url}, "
         f"sending webhooks to {demo.webhook_url})",
         flush=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,8 +14,8 @@ from tests.helpers import ROOT, Exposition, free_port, wait_for
 
 
 def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
-    """`make demo` prints the URL and serves cicd_pipeline_run_duration_seconds_count > 0 within
-    15 s; new runs keep arriving (time is compressed); SIGTERM stops it."""
+    """`make demo` prints the report's URL first, and serves cicd_pipeline_run_duration_seconds_count
+    > 0 within 15 s; new runs keep arriving (time is compressed); SIGTERM stops it."""
     port = free_port()
     started = time.monotonic()
     process = subprocess.Popen(
@@ -42,4 +43,5 @@ def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         out, _ = process.communicate(timeout=20)
-    assert f"http://127.0.0.1:{port}/metrics" in out.decode()
+    urls = re.findall(r"http://\S+", out.decode())
+    assert urls[:2] == [f"http://127.0.0.1:{port}/report", f"http://127.0.0.1:{port}/metrics"]
