@@ -249,7 +249,7 @@ def test_rendered_config_passes_check_config(
     render: Callable[[Path, str], Rendered], values: Path, tmp_path: Path
 ) -> None:
     """The ConfigMap's config.yaml, with the environment the StatefulSet gives the pod (sharding,
-    the token), is a valid exporter config."""
+    the token, the webhook secret), is a valid exporter config."""
     rendered = render(values, NEWEST)
     (configmap,) = [c for c in rendered.of_kind("ConfigMap") if "config.yaml" in c["data"]]
     config = tmp_path / "config.yaml"
@@ -263,8 +263,12 @@ def test_rendered_config_passes_check_config(
     # The webhook secret's variable is one the pod has (a Secret's key).
     hook_secret = effective["secrets"].get("github.webhooks.secret", "")
     assert "(not set)" not in hook_secret, effective["secrets"]
-    if (effective["github"] or {}).get("webhooks"):
+    hooks = (effective["github"] or {}).get("webhooks")
+    if hooks:
         assert hook_secret.startswith("<redacted> from $"), effective["secrets"]
+        # Sharded: the exporter accepts the chart's forward_url template.
+        if effective["sharding"]["total"] > 1:
+            assert "{index}" in hooks["forward_url"]
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
