@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from exporter.analysis.junit import Case
 
@@ -88,8 +89,10 @@ class CaseReport:
     limit: int
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
+    """The case's result in one attempt: failed or passed, and whether that failure was counted
+    flaky and charged its re-run."""
+
     run_id: int
     attempt: int
     flags: int
@@ -154,7 +157,13 @@ def observe(
         return history, 0  # this attempt's report was recorded before
     cutoff = current.at - window
     kept = [r for r in history.results if r.key in attempts and attempts[r.key].at >= cutoff]
-    results = [*kept, Result(current.run_id, current.attempt, _FAILED if failed else 0)]
+    new = Result(current.run_id, current.attempt, _FAILED if failed else 0)
+    # The common case, a pass and no failure in the window: nothing to count. Results are stored
+    # newest first, so the pass joins the front (unless an older attempt arrives late).
+    newest = not kept or attempts[kept[0].key].at <= current.at
+    if not failed and newest and not any(r.failed for r in kept):
+        return replace(history, results=(new, *kept[: MAX_PASSES - 1])), 0
+    results = [*kept, new]
     results, newly, new_runs = _count(results, current.sha, attempts)
     results, seconds = _charge(results, attempts)
     updated = replace(
@@ -181,7 +190,7 @@ def _count(
     counted_runs = {r.run_id for r in results if r.counted}
     newly = [r for r in same if r.failed and not r.counted]
     marked = {r.key for r in newly}
-    results = [replace(r, flags=r.flags | _COUNTED) if r.key in marked else r for r in results]
+    results = [r._replace(flags=r.flags | _COUNTED) if r.key in marked else r for r in results]
     return results, len(newly), len({r.run_id for r in newly} - counted_runs)
 
 
@@ -197,7 +206,7 @@ def _charge(
         if r.counted and not r.charged and (r.run_id, r.attempt + 1) in present
     }
     seconds = sum(attempts[(run_id, attempt + 1)].seconds for run_id, attempt in due)
-    return [replace(r, flags=r.flags | _CHARGED) if r.key in due else r for r in results], seconds
+    return [r._replace(flags=r.flags | _CHARGED) if r.key in due else r for r in results], seconds
 
 
 def _trim(
