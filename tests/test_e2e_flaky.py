@@ -154,6 +154,39 @@ def test_flaky_cases_equal_ground_truth_and_analyze_lists_them(
     assert all(name in table.stdout for _, _, name in truth.cases)
 
 
+@pytest.mark.parametrize("glob", ["junit-report-{attempt}", "junit*"])
+def test_artifacts_named_for_their_attempt(
+    flaky_sim: GitHubSimulator, tmp_path: Path, glob: str
+) -> None:
+    """Artifacts named junit-report-<attempt> (as with ${{ github.run_attempt }}) whose created_at
+    lies outside every attempt's window: with {attempt} in the glob the name decides, every report
+    is read for its own attempt and the flaky counts equal the truth; by the time window, none is
+    read."""
+
+    def named(payload: dict) -> dict:  # type: ignore[type-arg]
+        for item in payload["artifacts"]:
+            job_id = item["id"] // 10  # the simulator's ids: job id × 10 + 1
+            item["name"] = f"junit-report-{job_id % 100 // 20}"
+            item["created_at"] = "2020-01-01T00:00:00Z"
+        return payload
+
+    flaky_sim.payload_hooks["run_artifacts"] = named
+    extra = {"junit": {"artifacts": [glob]}}
+    config = write_config(
+        tmp_path / "c.yaml", flaky_sim.url, state=tmp_path / "s.db", repo_extra=extra
+    )
+    result = run_cli("once", "--config", str(config), env=_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = Exposition.parse(result.stdout)
+    truth = flaky_truth(flaky_sim)
+    reports = exp.total("cicd_test_suite_duration_seconds_count", suite="pages")
+    if glob == "junit*":
+        assert reports == 0
+        return
+    assert reports == truth.reports
+    assert_flaky_metrics(exp, truth)
+
+
 def test_analyze_flaky_without_a_state_file_is_a_one_line_error(tmp_path: Path) -> None:
     """No state file yet: one line naming state.path, exit 2, no traceback."""
     config = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", state=tmp_path / "none.db")
