@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import subprocess
 import zipfile
 from collections import defaultdict
 from collections.abc import Iterator
@@ -19,12 +20,14 @@ import pytest
 from simulator.github import Faults, GitHubSimulator
 from simulator.model import SimAttempt
 from tests.helpers import (
+    ROOT,
     TOKEN,
     Exposition,
     free_port,
     run_cli,
     scrape,
     serve,
+    simulator_cmd,
     wait_for,
     write_config,
 )
@@ -187,9 +190,16 @@ def test_artifacts_named_for_their_attempt(
     assert_flaky_metrics(exp, truth)
 
 
-def test_analyze_flaky_without_a_state_file_is_a_one_line_error(tmp_path: Path) -> None:
-    """No state file yet: one line naming state.path, exit 2, no traceback."""
-    config = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", state=tmp_path / "none.db")
+@pytest.mark.parametrize("state", ["missing", "garbage"])
+def test_analyze_flaky_without_a_readable_state_file_is_a_one_line_error(
+    tmp_path: Path, state: str
+) -> None:
+    """No state file yet, or one that is not SQLite: one line naming state.path, exit 2, no
+    traceback."""
+    path = tmp_path / "state.db"
+    if state == "garbage":
+        path.write_bytes(b"not a database at all" * 100)
+    config = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9", state=path)
     result = run_cli("analyze", "flaky", "--config", str(config))
     assert result.returncode == 2
     assert "state.path" in result.stderr
@@ -277,3 +287,44 @@ def test_hundred_thousand_case_names_keep_the_state_bounded(
     assert dropped.get(("evicted",), 0) >= 1
     assert "test_0" not in result.stdout
     assert (tmp_path / "s.db").stat().st_size < 16 << 20
+
+
+def test_demo_flaky_scenario_shows_flaky_tests(tmp_path: Path) -> None:
+    """`python -m simulator demo --scenario flaky` serves flaky occurrences and re-runs after a
+    failure, and `analyze flaky` lists the cases from its state file while it runs."""
+    port, state = free_port(), tmp_path / "demo.db"
+    log = (tmp_path / "demo.log").open("wb")
+    demo = subprocess.Popen(
+        simulator_cmd(
+            "demo",
+            "--scenario",
+            "flaky",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--state",
+            str(state),
+            "--log-format",
+            "json",
+        ),
+        stdout=log,
+        stderr=log,
+        cwd=ROOT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(
+            lambda: scrape(url).total("cicd_test_case_flaky_total") > 0,
+            30,
+            message="flaky occurrences in the demo",
+            process=demo,
+            log=tmp_path / "demo.log",
+        )
+        assert scrape(url).total("cicd_test_case_reruns_total") > 0
+        config = write_config(tmp_path / "c.yaml", url, state=state)
+        listed = run_cli("analyze", "flaky", "--config", str(config), "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["cases"]
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(20)
+        log.close()

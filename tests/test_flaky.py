@@ -305,6 +305,15 @@ def test_cap_evicts_the_least_recently_seen_and_counts_drops(tmp_path: Path) -> 
     store.close()
 
 
+def test_histories_of_repositories_no_longer_polled_are_removed(recorder: Recorder) -> None:
+    """Removing a repository from the config (or moving it to another shard) forgets its history."""
+    recorder.record(10, 1, "j" * 40, T0, [_xml({"app.T::test_x": "failed"})])
+    assert recorder.store.cases.remove_repositories({REPO}) == 0
+    assert recorder.store.cases.remove_repositories({"acme/other"}) == 1
+    assert recorder.store.db.read("SELECT COUNT(*) FROM test_cases")[0][0] == 0
+    assert recorder.store.db.read("SELECT COUNT(*) FROM test_attempts")[0][0] == 0
+
+
 # -- 100,000 distinct case names ---------------------------------------------------------------------
 def _many(count: int, prefix: str) -> bytes:
     return _xml({f"big.tests.T{i % 100}::{prefix}_{i:06d}": "passed" for i in range(count)})
