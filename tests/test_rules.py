@@ -315,11 +315,11 @@ def small_alerts() -> dict[str, Any]:
         )
     # Queued: the oldest job of gpu queued at 0 (30 min by eval time) fires; the ubuntu one queued
     # at 15 min has waited exactly the threshold (silent).
-    for labels, queued_at in {"gpu,self-hosted": "0", "ubuntu-latest": "900"}.items():
+    for runners, queued_at in {"gpu,self-hosted": "0", "ubuntu-latest": "900"}.items():
         series.append(
             _series(
                 "cicd_pipeline_task_run_oldest_queued_timestamp_seconds",
-                {"repository": "r", "runner_labels": labels},
+                {"repository": "r", "runner_labels": runners},
                 f"{queued_at}x100",
             )
         )
@@ -467,7 +467,7 @@ def test_promtool_check_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 17 rules found" in result.stdout
+    assert "SUCCESS: 18 rules found" in result.stdout
 
 
 def test_every_alert_has_the_contract_fields() -> None:
