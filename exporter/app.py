@@ -84,6 +84,8 @@ def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
         step_histograms=tuple(config.metrics.step_histograms),
         max_instructions=repo.logs.max_instructions,
         max_suites=repo.junit.max_suites,
+        flaky_window=repo.junit.flaky_window,
+        max_cases=repo.junit.max_cases,
         max_runner_label_sets=config.limits.max_runner_label_sets,
     )
 
@@ -132,6 +134,9 @@ class App:
         removed = self.store.remove_series(keeper(config))
         if removed:
             log.info("series of sources no longer configured removed", metrics=removed)
+        repositories = {r.name for r in config.github.repositories} if config.github else set()
+        if self.store.cases.remove_repositories(repositories):
+            log.info("flaky-test histories of repositories no longer configured removed")
         self.exposition = Exposition(self.store, config, self.registry)
         self.jobs: list[SourceJob] = []
         self.pollers: list[RepositoryPoller] = []

@@ -117,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="dotted components of classname that name the suite (default: %(default)s)",
     )
+    flaky = kinds.add_parser(
+        "flaky",
+        parents=[common],
+        help="the flaky test cases in the state store (state.path; read-only)",
+    )
+    flaky.add_argument("--config", required=True, help="YAML configuration file")
+    flaky.add_argument("--json", action="store_true", help="JSON instead of a table")
 
     return parser
 
@@ -229,6 +236,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.suite_depth < 1:
             raise ConfigError("--suite-depth: must be 1 or more")
         return analyze.run_junit(args.files, args.json, args.suite_depth)
+    if args.kind == "flaky":
+        from exporter.cli_flaky import run_flaky
+
+        return run_flaky(args.config, args.json)
     raise ConfigError(f"analyze {args.kind}: unknown")
 
 

@@ -117,6 +117,10 @@ class JunitConfig(_Strict):
     # The zip is held in memory while read: the cap bounds the memory a poll takes.
     max_download_bytes: int = Field(default=64 * MIB, gt=0, le=GIB)
     max_uncompressed_bytes: int = Field(default=256 * MIB, gt=0, le=4 * GIB)
+    # A case that failed and passed on the same head SHA within this window is flaky.
+    flaky_window: PositiveDuration = 14 * 86400.0
+    # Cases whose history is kept per repository for flaky detection (least recently seen go).
+    max_cases: int = Field(default=20_000, ge=1, le=1_000_000)
 
 
 class RepositoryConfig(_Strict):

@@ -105,8 +105,9 @@ def cost_section() -> list[str]:
         f"| **total** | | | **{total}** |",
         "",
         "Optional families add to that: job logs (`logs.jobs`) about 20 samples per build job,",
-        "JUnit (`junit.artifacts`) `suite_depth` apps × (12 + 4 results), images 2 per tag and",
-        "platform. Steps dominate: a step costs 3 samples (2 for its average, 1 for its latest",
+        "JUnit (`junit.artifacts`) `suite_depth` apps × (13 + 4 results + 2 for flaky tests) + 2",
+        "(re-runs after a failure, the flaky history's size), images 2 per tag and platform.",
+        "Steps dominate: a step costs 3 samples (2 for its average, 1 for its latest",
         f"value), or {3 + m.STEP_DISTRIBUTION.samples_per_series()} when its job is in `metrics.step_histograms`. "
         "A label set not updated for `limits.series_ttl` (14 days) expires.",
         "",

@@ -252,7 +252,40 @@ TEST_CASES = MetricSpec(
     foldable=("suite",),
     cap=SUITES_CAP,
 )
-TEST_METRICS = (TEST_SUITE_DURATION, TEST_SUITE_LAST, TEST_CASES)
+TEST_CASE_FLAKY = MetricSpec(
+    "cicd_test_case_flaky_total",
+    "counter",
+    "Flaky occurrences: a test case's failure (or error) in a run attempt on a head SHA where the "
+    "case also passed in another attempt within junit.flaky_window, counted once when both are "
+    "known. Case names are never labels (`analyze flaky` lists the cases). " + _JUNIT_NOTE,
+    ("repository", "workflow", "suite"),
+    foldable=("suite",),
+    cap=SUITES_CAP,
+)
+TEST_RERUNS = MetricSpec(
+    "cicd_test_case_reruns_total",
+    "counter",
+    "Run attempts that re-ran an attempt in which a test case failed or errored (attempt n + 1 "
+    "after attempt n's report held a failure). " + _JUNIT_NOTE,
+    ("repository", "workflow"),
+)
+TEST_SUITE_FLAKY_CASES = MetricSpec(
+    "cicd_test_suite_flaky_cases",
+    "gauge",
+    "Distinct test cases of the suite with a flaky occurrence within junit.flaky_window, as of "
+    "the latest report. " + _JUNIT_NOTE,
+    ("repository", "workflow", "suite"),
+    foldable=("suite",),
+    cap=SUITES_CAP,
+)
+TEST_METRICS = (
+    TEST_SUITE_DURATION,
+    TEST_SUITE_LAST,
+    TEST_CASES,
+    TEST_CASE_FLAKY,
+    TEST_RERUNS,
+    TEST_SUITE_FLAKY_CASES,
+)
 
 BUILD_BUCKETS = (30, 60, 120, 300, 600, 1200, 1800, 3600)
 CACHE_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -506,6 +539,20 @@ STATE_REBUILDS = MetricSpec(
     "from the lookback window.",
     (),
 )
+TEST_CASES_HELD = MetricSpec(
+    "ci_pipeline_exporter_test_cases",
+    "gauge",
+    "Test cases in the repository's flaky-test history (at most junit.max_cases).",
+    ("repository",),
+)
+TEST_CASES_DROPPED = MetricSpec(
+    "ci_pipeline_exporter_test_cases_dropped_total",
+    "counter",
+    "Test cases left out of the flaky-test history: evicted (the least recently seen, beyond "
+    "junit.max_cases per repository) or overflow (case results of a report with more distinct "
+    "cases than junit.max_cases).",
+    ("repository", "reason"),
+)
 
 EXPORTER_METRICS = (
     BUILD_INFO,
@@ -525,6 +572,8 @@ EXPORTER_METRICS = (
     SERIES,
     SERIES_LIMIT,
     STATE_REBUILDS,
+    TEST_CASES_HELD,
+    TEST_CASES_DROPPED,
 )
 
 ALL_METRICS: tuple[MetricSpec, ...] = (

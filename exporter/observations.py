@@ -15,6 +15,7 @@ from typing import Any
 from exporter import metrics as m
 from exporter.analysis.build_log import JobLogFacts
 from exporter.analysis.buildkit import BuildSummary
+from exporter.analysis.flaky import AttemptRef, CaseOutcomes, CaseReport
 from exporter.analysis.junit import RESULTS, Report
 from exporter.analysis.pipeline import JobFacts, RunFacts
 
@@ -79,7 +80,8 @@ class Unit:
     """Observations applied all together or not at all. `keys` (kind, key) mark it observed: a unit
     whose key was seen before applies nothing. `done` names pending tasks this unit completes (it
     applies only while they are pending); `enqueue` adds tasks with it. `limits` gives the
-    scoped caps (metrics.ScopedCap names) their sizes."""
+    scoped caps (metrics.ScopedCap names) their sizes. `cases` (a test report's case outcomes)
+    goes into the flaky-test history with it: the store adds what that finds (flaky_items)."""
 
     source: str
     items: tuple[Item, ...] = ()
@@ -87,6 +89,7 @@ class Unit:
     enqueue: tuple[Task, ...] = ()
     done: tuple[tuple[str, str], ...] = ()
     limits: Mapping[str, int] = field(default_factory=dict)
+    cases: CaseReport | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class RepositoryPolicy:
     max_instructions: int = 50
     max_suites: int = 100
     max_runner_label_sets: int = 10
+    flaky_window: float = 14 * 86400.0
+    max_cases: int = 20_000
 
     @property
     def source(self) -> str:
@@ -217,6 +222,8 @@ def enrichment_tasks(facts: RunFacts, policy: RepositoryPolicy) -> list[Task]:
                     "created_at": facts.created_at,
                     "started_at": facts.started_at,
                     "completed_at": facts.completed_at,
+                    "head_sha": facts.head_sha,
+                    "seconds": facts.seconds,
                 },
             )
         )
@@ -327,9 +334,14 @@ def _build_items(build: BuildSummary, job: Labels, completed_at: float) -> list[
 
 
 def junit_unit(
-    task: Task, report: Report | None, artifact_ids: Iterable[int], policy: RepositoryPolicy
+    task: Task,
+    report: Report | None,
+    artifact_ids: Iterable[int],
+    policy: RepositoryPolicy,
+    cases: CaseOutcomes | None = None,
 ) -> Unit:
-    """Per-suite test time and case counts of one attempt's reports; each artifact counts once."""
+    """Per-suite test time and case counts of one attempt's reports; each artifact counts once.
+    With the attempt's case outcomes, they go into the flaky-test history with the unit."""
     repo, workflow = policy.repository, str(task.data["workflow"])
     items: list[Item] = []
     if report is not None and report.suites:
@@ -352,7 +364,71 @@ def junit_unit(
         keys=tuple(("artifact", f"{repo}/{artifact_id}") for artifact_id in artifact_ids),
         done=((task.kind, task.key),),
         limits=policy.limits,
+        cases=case_report(task, report, cases, policy),
     )
+
+
+def case_report(
+    task: Task, report: Report | None, cases: CaseOutcomes | None, policy: RepositoryPolicy
+) -> CaseReport | None:
+    """The attempt's case outcomes for the flaky-test history; None without a report, or for a
+    task stored before tasks carried the head SHA."""
+    data = task.data
+    if report is None or cases is None or not report.suites or not data.get("head_sha"):
+        return None
+    attempt = AttemptRef(
+        run_id=int(data["run_id"]),
+        attempt=int(data["attempt"]),
+        sha=str(data["head_sha"]),
+        at=float(data["completed_at"]),
+        seconds=float(data.get("seconds") or 0.0),
+        failed=cases.failed,
+    )
+    return CaseReport(
+        repository=policy.repository,
+        workflow=str(data["workflow"]),
+        attempt=attempt,
+        cases=cases.cases,
+        suites=tuple(sorted(report.suites)),
+        overflow=cases.overflow,
+        window=policy.flaky_window,
+        limit=policy.max_cases,
+    )
+
+
+@dataclass(frozen=True)
+class FlakyFindings:
+    """What recording one report in the flaky-test history found (the store computes it)."""
+
+    flaky: Mapping[str, int]  # suite → new flaky occurrences
+    reruns: int
+    flaky_cases: Mapping[str, int]  # suite → distinct flaky cases within the window
+    held: int
+    evicted: int
+
+
+def flaky_items(report: CaseReport, found: FlakyFindings) -> list[Item]:
+    """Flaky occurrences by suite, re-runs after a failure, the flaky cases per suite and the
+    history's own size. Counters start at 0 for every suite seen, so the first occurrence is an
+    increase."""
+    repo, workflow = report.repository, report.workflow
+    items: list[Item] = [
+        Increment(m.TEST_CASE_FLAKY, (repo, workflow, suite), found.flaky.get(suite, 0))
+        for suite in sorted(set(report.suites) | set(found.flaky))
+    ]
+    items.append(Increment(m.TEST_RERUNS, (repo, workflow), found.reruns))
+    entries = tuple(
+        ((suite,), float(found.flaky_cases.get(suite, 0)))
+        for suite in sorted(set(report.suites) | set(found.flaky_cases))
+    )
+    items.append(
+        ReplaceGroup(m.TEST_SUITE_FLAKY_CASES, (repo, workflow), entries, report.attempt.at)
+    )
+    items.append(ReplaceGroup(m.TEST_CASES_HELD, (repo,), (((), float(found.held)),)))
+    for reason, count in (("evicted", found.evicted), ("overflow", report.overflow)):
+        if count:
+            items.append(Increment(m.TEST_CASES_DROPPED, (repo, reason), count))
+    return items
 
 
 # -- volatile gauges --------------------------------------------------------------------------------

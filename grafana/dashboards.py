@@ -562,7 +562,9 @@ def tests(k: Knobs) -> dashboard.Dashboard:
         _base(
             "tests",
             "CI tests",
-            "Time per test suite (app): where to split the test job.",
+            "Time per test suite (app): where to split the test job. Flaky tests (failed and "
+            "passed on one commit) and the re-runs they cost: `ci-pipeline-exporter analyze "
+            "flaky` lists the cases.",
             k,
             branch=False,
         )
@@ -606,6 +608,49 @@ def tests(k: Knobs) -> dashboard.Dashboard:
                     f'sum by (suite, result) (increase(cicd_test_cases_total{{{q.nobranch}, result=~"failed|error|skipped"}}[1h]))',
                     "{{suite}} {{result}}",
                 ),
+            )
+        )
+        .with_panel(
+            _stat(
+                "Flaky occurrences",
+                "short",
+                _target(
+                    f"sum(increase(cicd_test_case_flaky_total{{{q.nobranch}}}[$__range]))",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _stat(
+                "Re-runs after a test failure",
+                "short",
+                _target(
+                    f"sum(increase(cicd_test_case_reruns_total{{{q.nobranch}}}[$__range]))",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _bars(
+                "Flaky cases per suite (within junit.flaky_window)",
+                "short",
+                _target(
+                    f"max by (suite) (cicd_test_suite_flaky_cases{{{q.nobranch}}})",
+                    "{{suite}}",
+                    instant=True,
+                ),
+            )
+        )
+        .with_panel(
+            _ts(
+                "Flaky occurrences per 1000 case runs",
+                "short",
+                _target(
+                    f"1000 * sum by (suite) (increase(cicd_test_case_flaky_total{{{q.nobranch}}}[6h])) "
+                    f'/ sum by (suite) (increase(cicd_test_cases_total{{{q.nobranch}, result=~"passed|failed|error"}}[6h]))',
+                    "{{suite}}",
+                ),
+                w=24,
             )
         )
     )

@@ -56,6 +56,12 @@ class Knobs:
     # CIPipelineExporterSeriesNearCap
     series_near_cap_ratio: float = 0.8
     series_near_cap_for: str = "1h"
+    # CITestFlakyRateRising
+    flaky_recent: str = "24h"
+    flaky_baseline: str = "7d"
+    flaky_factor: float = 2
+    flaky_min_occurrences: int = 3
+    flaky_for: str = "30m"
     # Recording rules: the percentile window of the dashboards' duration panels.
     recording_window: str = "1d"
     progress_window: str = "7d"
@@ -81,6 +87,9 @@ class Knobs:
             stale_for="0s",
             rate_limit_for="0s",
             series_near_cap_for="0s",
+            flaky_recent="12s",
+            flaky_baseline="60s",
+            flaky_for="0s",
             recording_window="30s",
             progress_window="60s",
         )

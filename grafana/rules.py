@@ -60,6 +60,30 @@ def _alert(
     }
 
 
+def _flaky_rising(k: Knobs) -> str:
+    """Flaky occurrences per case run of a suite in the recent window above `flaky_factor` times
+    the rate of the baseline window before it (a suite without a baseline compares with 0), with
+    at least `flaky_min_occurrences` recent occurrences."""
+    keys = "repository, workflow, suite"
+    ran = f'{k.selector}, result=~"passed|failed|error"'
+
+    def increase(metric: str, matchers: str, window: str, offset: str = "") -> str:
+        off = f" offset {offset}" if offset else ""
+        return f"sum by ({keys}) (increase({metric}{{{matchers}}}[{window}]{off}))"
+
+    flaky, cases = "cicd_test_case_flaky_total", "cicd_test_cases_total"
+    recent = increase(flaky, k.selector, k.flaky_recent)
+    recent_rate = f"({recent} / {increase(cases, ran, k.flaky_recent)})"
+    baseline_rate = (
+        f"({increase(flaky, k.selector, k.flaky_baseline, k.flaky_recent)} / "
+        f"{increase(cases, ran, k.flaky_baseline, k.flaky_recent)})"
+    )
+    return (
+        f"{recent_rate} > {k.flaky_factor} * ({baseline_rate} or on({keys}) ({recent} * 0))"
+        f" and on({keys}) ({recent} >= {k.flaky_min_occurrences})"
+    )
+
+
 def recording_rules(k: Knobs) -> list[dict[str, Any]]:
     sel = k.selector
     rules = []
@@ -234,6 +258,18 @@ def alert_rules(k: Knobs) -> list[dict[str, Any]]:
             summary="Image {{ $labels.image }}:{{ $labels.tag }} ({{ $labels.platform }}) grew",
             description=f"It is more than {k.image_growth_factor}× its size {k.image_growth_offset} ago.",
             dashboard="images",
+            k=k,
+        ),
+        _alert(
+            "CITestFlakyRateRising",
+            _flaky_rising(k),
+            duration=k.flaky_for,
+            severity="warning",
+            summary="Flaky tests are rising in {{ $labels.suite }} ({{ $labels.repository }} {{ $labels.workflow }})",
+            description=f"Flaky occurrences per case run over the last {k.flaky_recent} are more than "
+            f"{k.flaky_factor:g}× the rate of the {k.flaky_baseline} before, with at least "
+            f"{k.flaky_min_occurrences} occurrences; `ci-pipeline-exporter analyze flaky` lists the cases.",
+            dashboard="tests",
             k=k,
         ),
         _alert(

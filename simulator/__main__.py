@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--scenario",
         default="seed",
-        help="seed, optimized, regression, shortage or journey (default: %(default)s)",
+        help="seed, optimized, regression, shortage, journey or flaky (default: %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=1, help="random seed (default: %(default)s)")
     demo.add_argument(

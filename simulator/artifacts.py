@@ -32,6 +32,8 @@ class JUnitArtifact:
     xml: bytes
     # Ground truth: suite → seconds and counts, from the times as written in the XML.
     suites: dict[str, dict[str, float]]
+    # Ground truth: each case (suite, classname, name) → its result.
+    cases: dict[tuple[str, str, str], str]
 
     def zip_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -55,6 +57,7 @@ def junit_artifact(seed: int, run: SimRun, attempt: SimAttempt) -> JUnitArtifact
     weight_sum = sum(w for _, w in APPS)
     failing = attempt.conclusion == "failure"
     cases: list[str] = []
+    results: dict[tuple[str, str, str], str] = {}
     suites: dict[str, dict[str, float]] = {}
     for app, weight in APPS:
         share = total * weight / weight_sum
@@ -69,7 +72,7 @@ def junit_artifact(seed: int, run: SimRun, attempt: SimAttempt) -> JUnitArtifact
             if index == count - 1:
                 body, result = '<skipped type="pytest.skip" message="slow"/>', "skipped"
                 seconds = 0.0
-            elif failing and app == "pages" and index == 0:
+            elif failing and (app, index) in run.failing_cases:
                 body, result = (
                     '<failure message="AssertionError">assert 200 == 500</failure>',
                     "failed",
@@ -79,6 +82,7 @@ def junit_artifact(seed: int, run: SimRun, attempt: SimAttempt) -> JUnitArtifact
             cases.append(
                 f'<testcase classname="{classname}" name="{name}" time="{seconds:.3f}">{body}</testcase>'
             )
+            results[(app, classname, name)] = result
             totals["seconds"] = round(totals["seconds"] + seconds, 3)
             totals[result] += 1
         suites[app] = totals
@@ -96,4 +100,5 @@ def junit_artifact(seed: int, run: SimRun, attempt: SimAttempt) -> JUnitArtifact
         created_at=step.completed_at + 5,
         xml=xml,
         suites=suites,
+        cases=results,
     )

@@ -73,6 +73,8 @@ class SimRun:
     workflow_path: str = ".github/workflows/ci.yml"
     attempts: list[SimAttempt] = field(default_factory=list)
     list_lag: float = 0.0
+    # The test cases (app, index) a failed attempt of this run fails.
+    failing_cases: tuple[tuple[str, int], ...] = (("pages", 0),)
 
     @property
     def listed_at(self) -> float:
@@ -172,6 +174,7 @@ class Timeline:
             workflow=scenario.workflow_of(index)[0],
             workflow_path=scenario.workflow_of(index)[1],
             list_lag=self._list_lag(index),
+            failing_cases=self._failing_cases(index),
         )
         fails = rng.random() < scenario.failure_rate
         first = self._schedule(
@@ -189,6 +192,14 @@ class Timeline:
         # Its own random stream, so a lag leaves every other draw of the run unchanged.
         rng = rng_for(self.seed, self.repository, "list-lag", index)
         return float(round(rng.uniform(0, self.scenario.list_lag)))
+
+    def _failing_cases(self, index: int) -> tuple[tuple[str, int], ...]:
+        flaky = self.scenario.flaky_cases
+        if not flaky:
+            return (("pages", 0),)
+        # Its own random stream: the run's other draws stay as they are.
+        rng = rng_for(self.seed, self.repository, "flaky", index)
+        return tuple(sorted(rng.sample(flaky, k=min(len(flaky), rng.randint(1, 2)))))
 
     def rerun(self, run: SimRun, at: float) -> SimAttempt:
         """Re-run all jobs of a completed run at simulated time `at`, however long after its

@@ -83,6 +83,12 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
         "It is more than 1.1× its size 7d ago.",
         "cipe-images",
     ),
+    "CITestFlakyRateRising": (
+        "warning",
+        "Flaky tests are rising in {suite} ({repository} {workflow})",
+        "Flaky occurrences per case run over the last 24h are more than 2× the rate of the 7d before, with at least 3 occurrences; `ci-pipeline-exporter analyze flaky` lists the cases.",
+        "cipe-tests",
+    ),
     "CIPipelineExporterDown": (
         "critical",
         "ci-pipeline-exporter cannot poll {source}",
@@ -420,13 +426,48 @@ def image_growth() -> dict[str, Any]:
     }
 
 
+def flaky_rising() -> dict[str, Any]:
+    """Hourly over 9 days, 10 case runs an hour per suite; flaky occurrences per hour in the 8 days
+    before, then in the last day: 0.05 → 0.25 fires (5×); a suite new in the last day with 0.25
+    fires (no baseline: compared with 0); 0.1 → 0.15 (1.5×) is silent; 0 → 0.08 (1.92 in the day,
+    fewer than 3) is silent."""
+    series = []
+    suites = {
+        "rising": ("0+0.05x191", "9.8+0.25x23"),
+        "new": ("_x192", "0+0.25x23"),
+        "steady": ("0+0.1x191", "19.25+0.15x23"),
+        "rare": ("0x191", "0.08+0.08x23"),
+    }
+    for suite, (before, last_day) in suites.items():
+        labels = {"repository": "r", "workflow": "CI", "suite": suite}
+        runs = "_x192 0+10x23" if suite == "new" else "0+10x215"
+        series.append(_series("cicd_test_cases_total", {**labels, "result": "passed"}, runs))
+        series.append(_series("cicd_test_case_flaky_total", labels, f"{before} {last_day}"))
+    return {
+        "interval": "1h",
+        "input_series": series,
+        "alert_rule_test": [
+            {
+                "eval_time": "215h",
+                "alertname": "CITestFlakyRateRising",
+                "exp_alerts": [
+                    _expected(
+                        "CITestFlakyRateRising", {"repository": "r", "workflow": "CI", "suite": s}
+                    )
+                    for s in ("new", "rising")
+                ],
+            },
+        ],
+    }
+
+
 def test_promtool_check_rules() -> None:
     promtool = require_binary("promtool")
     result = subprocess.run(
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 17 rules found" in result.stdout
+    assert "SUCCESS: 18 rules found" in result.stdout
 
 
 def test_every_alert_has_the_contract_fields() -> None:
@@ -440,6 +481,7 @@ def test_every_alert_has_the_contract_fields() -> None:
         "CIBuildCacheHitRatioLow",
         "CIActionsCacheNearLimit",
         "CIImageSizeGrowth",
+        "CITestFlakyRateRising",
         "CIPipelineExporterDown",
         "CIPipelineExporterStale",
         "CIGitHubRateLimitLow",
@@ -463,7 +505,7 @@ def test_promtool_unit_tests_cover_every_alert(tmp_path: Path) -> None:
     """Each alert fires on its case and stays silent just inside the boundary (exactly at the
     target, one run too few, the regression at 1.19×, …): promtool compares the full set."""
     promtool = require_binary("promtool")
-    tests = [above_target(), regressions(), small_alerts(), image_growth()]
+    tests = [above_target(), regressions(), small_alerts(), image_growth(), flaky_rising()]
     covered = {case["alertname"] for test in tests for case in test["alert_rule_test"]}
     assert covered == set(_alerts())
     document = {"rule_files": [str(RULES)], "evaluation_interval": "1m", "tests": tests}

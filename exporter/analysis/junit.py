@@ -12,6 +12,7 @@ import io
 import math
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 from xml.sax import SAXException
@@ -39,6 +40,7 @@ class Case:
     name: str
     seconds: float
     result: CaseResult
+    classname: str = ""
 
 
 @dataclass
@@ -59,9 +61,13 @@ class SuiteTotals:
 class Report:
     suites: dict[str, SuiteTotals] = field(default_factory=dict)
     files: int = 0
+    # Every case as it is read (per-case consumers bound their own memory); not merged.
+    on_case: Callable[[Case], None] | None = None
 
     def add(self, case: Case, keep: int = 5) -> None:
         self.suites.setdefault(case.suite, SuiteTotals()).add(case, keep)
+        if self.on_case is not None:
+            self.on_case(case)
 
     def merge(self, other: Report, keep: int = 5) -> None:
         self.files += other.files
@@ -130,18 +136,29 @@ class _Handler(ContentHandler):
             suite = suite_of(
                 self.case["classname"], self.suites[-1] if self.suites else None, self.depth
             )
-            self.report.add(
-                Case(suite, self.case["name"], _seconds(self.case["time"]), self.result), self.keep
+            case = Case(
+                suite,
+                self.case["name"],
+                _seconds(self.case["time"]),
+                self.result,
+                self.case["classname"],
             )
+            self.report.add(case, self.keep)
             self.case = None
         elif tag == "testsuite" and self.suites:
             self.suites.pop()
 
 
-def parse_junit(source: IO[bytes], depth: int = 1, keep: int = 5) -> Report:
-    """One JUnit XML document, fed to a defused expat parser in 64 KiB chunks. Raises JUnitError
-    for hostile (DTD, entities, external references), truncated or non-JUnit input."""
-    report = Report(files=1)
+def parse_junit(
+    source: IO[bytes],
+    depth: int = 1,
+    keep: int = 5,
+    on_case: Callable[[Case], None] | None = None,
+) -> Report:
+    """One JUnit XML document, fed to a defused expat parser in 64 KiB chunks; `on_case` sees
+    every case as it is read. Raises JUnitError for hostile (DTD, entities, external references),
+    truncated or non-JUnit input."""
+    report = Report(files=1, on_case=on_case)
     handler = _Handler(report, depth, keep)
     parser = make_parser()
     parser.forbid_dtd = True
@@ -168,6 +185,7 @@ def parse_zip(
     depth: int = 1,
     max_uncompressed: int = 256 * 1024 * 1024,
     keep: int = 5,
+    on_case: Callable[[Case], None] | None = None,
 ) -> tuple[Report, list[tuple[str, str]]]:
     """Every `.xml` member of an artifact zip. The uncompressed total is counted as it is read (the
     sizes in the zip directory can lie), and reading stops past `max_uncompressed`. Returns the
@@ -187,7 +205,7 @@ def parse_zip(
             try:
                 with archive.open(info) as member:
                     capped = io.BufferedReader(_Capped(member, budget), buffer_size=1 << 16)
-                    report.merge(parse_junit(capped, depth, keep), keep)
+                    report.merge(parse_junit(capped, depth, keep, on_case), keep)
             except JUnitError as exc:
                 if exc.reason == "artifact_too_large":
                     raise

@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from exporter import metrics as m
 from exporter.logging import get_logger
 from exporter.observations import Increment, Labels, Task, Unit
 from exporter.store.aggregates import LAYOUTS, Aggregates, Plan, labels_json, series_row
+from exporter.store.cases import CaseHistories
 from exporter.store.db import SCHEMA_VERSION, Database, OnDamage, StateError, StateWriteError
 from exporter.store.http_cache import HttpCache
 from exporter.store.records import SourceRecords, StateRecord
@@ -60,6 +61,7 @@ class Store:
         self.db = Database(self.path, on_damage)
         self.records = SourceRecords(self.db)
         self.http_cache = HttpCache(self.db)
+        self.cases = CaseHistories(self.db)
         self.aggregates = Aggregates(max_series_per_metric)
         self._observed: set[tuple[str, str]] = {
             (str(kind), str(key)) for kind, key in self.db.read("SELECT kind, key FROM observed")
@@ -121,8 +123,19 @@ class Store:
 
     def _apply(self, unit: Unit, now: float) -> None:
         with self._lock:
+            # A test report's case history is read and planned here, under the lock, and written
+            # in the unit's transaction: its counters and its history commit together.
+            cases = self.cases.plan(unit.cases) if unit.cases is not None else None
+            if cases is not None:
+                unit = replace(unit, items=unit.items + cases.items)
             plan = self.aggregates.plan(unit, now)
-            self.db.run(lambda db: self._write(db, unit, plan, now))
+
+            def write(db: sqlite3.Connection) -> None:
+                self._write(db, unit, plan, now)
+                if cases is not None:
+                    self.cases.write(db, cases)
+
+            self.db.run(write)
             self._observed.update(unit.keys)
             for key in unit.done:
                 del self._pending[key]
@@ -269,6 +282,10 @@ def _merged(units: Sequence[Unit]) -> Unit:
     """Units of one source committed together, planned as one (each sees the ones before it)."""
     if len(units) == 1:
         return units[0]
+    reports = [unit.cases for unit in units if unit.cases is not None]
+    if len(reports) > 1:
+        # Each report's history is planned against the stored one: one per transaction.
+        raise ValueError("at most one unit with a test report per commit")
     limits: dict[str, int] = {}
     for unit in units:
         limits.update(unit.limits)
@@ -279,4 +296,5 @@ def _merged(units: Sequence[Unit]) -> Unit:
         enqueue=tuple(task for unit in units for task in unit.enqueue),
         done=tuple(key for unit in units for key in unit.done),
         limits=limits,
+        cases=reports[0] if reports else None,
     )

@@ -1,7 +1,8 @@
 """Schema migrations: entry i moves a state file from user_version i to i + 1, in one transaction.
 
-Schema 2 (this version): histograms as bounded slot counts (`series`), per-source state as typed
-records (`source_records`), pending enrichment tasks (`pending`).
+Schema 2: histograms as bounded slot counts (`series`), per-source state as typed records
+(`source_records`), pending enrichment tasks (`pending`). Schema 3 (this version): the flaky-test
+history (`test_attempts`, `test_cases`; see store/cases.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ CREATE TABLE source_records (
 CREATE TABLE pending (
     kind TEXT NOT NULL, key TEXT NOT NULL, source TEXT NOT NULL, data TEXT NOT NULL,
     tries INTEGER NOT NULL, created REAL NOT NULL, PRIMARY KEY (kind, key));
+"""
+
+_SCHEMA_3 = """
+CREATE TABLE test_attempts (
+    repository TEXT NOT NULL, workflow TEXT NOT NULL, run_id INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, sha TEXT NOT NULL, at REAL NOT NULL, seconds REAL NOT NULL,
+    failed INTEGER NOT NULL, PRIMARY KEY (repository, run_id, attempt));
+CREATE INDEX test_attempts_at ON test_attempts (repository, workflow, at);
+CREATE TABLE test_cases (
+    repository TEXT NOT NULL, case_id INTEGER NOT NULL, workflow TEXT NOT NULL,
+    suite TEXT NOT NULL, classname TEXT NOT NULL, name TEXT NOT NULL, seen REAL NOT NULL,
+    results TEXT NOT NULL, flaky INTEGER NOT NULL, runs INTEGER NOT NULL,
+    rerun_seconds REAL NOT NULL, last_flaky REAL, PRIMARY KEY (repository, case_id));
+CREATE INDEX test_cases_seen ON test_cases (repository, seen);
+CREATE INDEX test_cases_flaky ON test_cases (repository, workflow, last_flaky)
+    WHERE last_flaky IS NOT NULL;
 """
 
 # Which typed record each key of the schema-1 free-form source state went to.
@@ -119,4 +136,12 @@ def _move_histograms(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO layouts VALUES (?, ?)", (name, layout.signature))
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_schema_1, _to_schema_2)
+def _to_schema_3(db: sqlite3.Connection) -> None:
+    _script(db, _SCHEMA_3)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_schema_1,
+    _to_schema_2,
+    _to_schema_3,
+)

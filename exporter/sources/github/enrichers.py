@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from exporter.analysis.build_log import JobLogFacts, analyze_job_log
+from exporter.analysis.flaky import CaseOutcomes
 from exporter.analysis.junit import JUnitError, Report, parse_zip
 from exporter.analysis.log_lines import StepWindow
 from exporter.config import JunitConfig, LogsConfig
@@ -28,6 +29,8 @@ from exporter.store import Store
 log = get_logger(__name__)
 # Artifacts are uploaded before their job completes; allow for clock skew between services.
 CREATED_SLACK = 5.0
+# In a junit.artifacts glob, the run attempt the artifact's name carries (${{ github.run_attempt }}).
+ATTEMPT_FIELD = "{attempt}"
 
 
 class Enricher(Protocol):
@@ -112,12 +115,31 @@ class JUnitEnricher(_Base):
         self.settings = settings
         self.clock_skew = clock_skew
 
-    def candidates(self, data: Mapping[str, Any]) -> list[Artifact]:
-        """The run's artifacts matching the globs that were created while this attempt ran."""
-        repo = self.policy.repository
-        path = f"/repos/{repo}/actions/runs/{int(data['run_id'])}/artifacts"
+    def _belongs(self, artifact: Artifact, data: Mapping[str, Any]) -> bool:
+        """Whether the artifact is this attempt's report: named for the attempt by a glob with
+        {attempt}, else matched by a glob and created while the attempt ran (the artifacts API
+        lists a run's artifacts of every attempt)."""
+        attempt = str(int(data["attempt"]))
+        named = [g for g in self.settings.artifacts if ATTEMPT_FIELD in g]
+        if any(
+            fnmatch.fnmatchcase(artifact.name, g.replace(ATTEMPT_FIELD, attempt)) for g in named
+        ):
+            return True
+        if not any(
+            fnmatch.fnmatchcase(artifact.name, g)
+            for g in self.settings.artifacts
+            if ATTEMPT_FIELD not in g
+        ):
+            return False
         started = float(data.get("started_at") or data["created_at"]) - CREATED_SLACK
         completed = float(data["completed_at"]) + CREATED_SLACK
+        created = artifact.created_at
+        return created is None or started <= created <= completed
+
+    def candidates(self, data: Mapping[str, Any]) -> list[Artifact]:
+        """The run's artifacts holding this attempt's reports, not read before."""
+        repo = self.policy.repository
+        path = f"/repos/{repo}/actions/runs/{int(data['run_id'])}/artifacts"
         found: list[Artifact] = []
         for _, items in self.client.paginate(
             path, {"per_page": 100}, "artifacts", source=self.source
@@ -127,16 +149,17 @@ class JUnitEnricher(_Base):
                 if artifact is None:
                     self.skip("malformed", "artifact item without id and name")
                     continue
-                if not any(fnmatch.fnmatchcase(artifact.name, g) for g in self.settings.artifacts):
-                    continue
-                created = artifact.created_at
-                if created is not None and not started <= created <= completed:
-                    continue  # another attempt's report
+                if not self._belongs(artifact, data):
+                    continue  # not a report, or another attempt's
                 if not self.store.is_observed("artifact", f"{repo}/{artifact.id}"):
                     found.append(artifact)
         return found
 
-    def report(self, data: Mapping[str, Any]) -> tuple[Report, list[int]]:
+    def report(
+        self, data: Mapping[str, Any], cases: CaseOutcomes | None = None
+    ) -> tuple[Report, list[int]]:
+        """The attempt's reports merged, and the artifact ids read; each case also goes to
+        `cases` as it is parsed."""
         report = Report()
         done: list[int] = []
         for artifact in self.candidates(data):
@@ -148,12 +171,12 @@ class JUnitEnricher(_Base):
                     artifact_id=artifact.id,
                 )
                 continue
-            parsed = self._read(artifact.id)
+            parsed = self._read(artifact.id, cases)
             if parsed is not None:
                 report.merge(parsed)
         return report, done
 
-    def _read(self, artifact_id: int) -> Report | None:
+    def _read(self, artifact_id: int, cases: CaseOutcomes | None) -> Report | None:
         path = f"/repos/{self.policy.repository}/actions/artifacts/{artifact_id}/zip"
         try:
             buffer = io.BytesIO()
@@ -165,7 +188,10 @@ class JUnitEnricher(_Base):
                             f"artifact exceeds the {self.settings.max_download_bytes} byte cap"
                         )
             parsed, bad_members = parse_zip(
-                buffer.getvalue(), self.settings.suite_depth, self.settings.max_uncompressed_bytes
+                buffer.getvalue(),
+                self.settings.suite_depth,
+                self.settings.max_uncompressed_bytes,
+                on_case=None if cases is None else cases.add,
             )
         except (TooLarge, NotFound, Expired, RedirectRefused) as exc:
             # This artifact can't be read; the others of the attempt still count.
@@ -179,8 +205,9 @@ class JUnitEnricher(_Base):
         return parsed
 
     def run(self, task: Task) -> Unit:
-        report, artifact_ids = self.report(task.data)
-        return junit_unit(task, report if artifact_ids else None, artifact_ids, self.policy)
+        cases = CaseOutcomes(self.settings.max_cases)
+        report, artifact_ids = self.report(task.data, cases)
+        return junit_unit(task, report if artifact_ids else None, artifact_ids, self.policy, cases)
 
 
 def _artifact(item: object, skew: float) -> Artifact | None:
