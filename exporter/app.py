@@ -244,9 +244,7 @@ class App:
     def start(self, listen: str | None = None) -> None:
         host, port = parse_listen(listen or self.config.listen)
         report = ReportPage(self.store, self.config).wsgi
-        self.server = HttpServer(
-            host, port, make_app(self.exposition.wsgi, self.readiness, report)
-        )
+        self.server = HttpServer(host, port, make_app(self.exposition.wsgi, self.readiness, report))
         self.server.start()
         if self.webhooks is not None:
             self.webhooks.start()

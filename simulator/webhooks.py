@@ -108,7 +108,7 @@ class WebhookSender:
             now = self.github.clock.now()
             events = events_between(self.github, self.since, now)
             self.since = now
-            return sum(self._deliver(event) for event in events)
+            return sum(self._deliver(event) for event in events if not self._stop.is_set())
 
     def _deliver(self, event: Event) -> int:
         if self.drop_rate and self._rng.random() < self.drop_rate:

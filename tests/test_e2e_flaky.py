@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from simulator.github import Faults, GitHubSimulator
@@ -155,6 +156,13 @@ def test_flaky_cases_equal_ground_truth_and_analyze_lists_them(
     table = run_cli("analyze", "flaky", "--config", str(config))
     assert table.returncode == 0
     assert all(name in table.stdout for _, _, name in truth.cases)
+    # The review report lists the same cases, costliest first (its top ten).
+    report = run_cli("report", "--config", str(config), "--format", "json")
+    assert report.returncode == 0, report.stderr
+    flaky = json.loads(report.stdout)["pipelines"][0]["tests"]["flaky"]
+    assert [(f["suite"], f["case"], f["occurrences"], f["runs"]) for f in flaky] == [
+        (r["suite"], f"{r['classname']}.{r['name']}", r["flaky"], r["runs"]) for r in rows[:10]
+    ]
 
 
 @pytest.mark.parametrize("glob", ["junit-report-{attempt}", "junit*"])
@@ -324,6 +332,8 @@ def test_demo_flaky_scenario_shows_flaky_tests(tmp_path: Path) -> None:
         listed = run_cli("analyze", "flaky", "--config", str(config), "--json")
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout)["cases"]
+        page = httpx.get(f"{url}/report", timeout=30).text
+        assert "Flaky test cases" in page
     finally:
         demo.send_signal(signal.SIGTERM)
         demo.wait(20)

@@ -62,6 +62,7 @@ def _pipeline(source: ReportInput, repo: str, workflow: str, images: Images) -> 
     path_jobs = [j.name for j in path.bars[-1].jobs] if path.bars else []
     model = graph_model(graph, means) if graph else chain_model(path_jobs, means)
     tests = sections.tests(samples, repo, workflow)
+    sections.add_flaky(tests, source, repo, workflow)
     context = opportunities.Context(samples, repo, workflow, path_jobs, model, source.now.seconds)
     return Pipeline(
         repository=repo,

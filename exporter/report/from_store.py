@@ -1,5 +1,5 @@
 """The report's input from the state store: the same totals /metrics shows (histograms with the
-same bucket bounds), the configured targets, and the stored `needs:` graphs."""
+same bucket bounds), the configured targets, the stored `needs:` graphs and flaky-test history."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from exporter.report.samples import Hist, Samples
 from exporter.sources.github.runs import WorkflowGraphs
 from exporter.store import Store
 from exporter.store.aggregates import LAYOUTS, Aggregates, HistogramSeries
+from exporter.store.cases import FlakyCase, read_flaky_cases
+from exporter.store.db import StateError
 from exporter.store.layouts import cumulative
 
 # The metrics the report reads.
@@ -81,4 +83,13 @@ def store_input(store: Store | None, config: Config) -> ReportInput:
         generated_at=time.time(),
         now=Period(samples),
         graphs=graphs,
+        flaky=_flaky_cases(config.state.path) if store is not None else [],
     )
+
+
+def _flaky_cases(path: str) -> list[FlakyCase]:
+    """The flaky-test history, read beside the open store (an in-memory store has none)."""
+    try:
+        return read_flaky_cases(path)
+    except StateError:
+        return []

@@ -69,3 +69,12 @@ EMPTY_PROMETHEUS = [
     "history with `ci-pipeline-exporter backfill --since 30d --output history.om` and "
     "`promtool tsdb create-blocks-from openmetrics history.om DATA_DIR`.",
 ]
+FLAKY = (
+    "No flaky test case (failed, then passed on a re-run of the same commit) in "
+    "junit.flaky_window: JUnit artifacts (github.repositories[].junit.artifacts) of re-run attempts "
+    "make them known."
+)
+FLAKY_PROMETHEUS = (
+    "Flaky cases by name are kept in the exporter's state store (case names are never labels): "
+    "run `ci-pipeline-exporter report --config FILE` or `analyze flaky` for them."
+)

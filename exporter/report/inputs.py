@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from exporter.analysis.workflow import WorkflowGraph
 from exporter.report.samples import Samples
+from exporter.store.cases import FlakyCase
 
 
 @dataclass
@@ -33,3 +34,5 @@ class ReportInput:
     weeks: list[Period] = field(default_factory=list)
     # Per repository, the workflow graphs the state store keeps (store only).
     graphs: dict[str, list[WorkflowGraph]] = field(default_factory=dict)
+    # The flaky-test history, costliest first (store only: case names are never labels).
+    flaky: list[FlakyCase] = field(default_factory=list)

@@ -181,10 +181,24 @@ class Suite:
 
 
 @dataclass
+class FlakyTest:
+    """A test case that failed and then passed on a re-run of the same commit."""
+
+    suite: str
+    case: str  # classname.name
+    occurrences: int
+    runs: int
+    rerun_seconds: float
+    last_seen: float
+
+
+@dataclass
 class Tests:
     suites: list[Suite] = field(default_factory=list)  # slowest first
     total_mean: float | None = None
     hint: str | None = None
+    flaky: list[FlakyTest] = field(default_factory=list)  # costliest first
+    flaky_hint: str | None = None
 
     @property
     def failing(self) -> list[Suite]:

@@ -6,13 +6,14 @@ from collections.abc import Callable, Sequence
 
 from exporter import metrics as m
 from exporter.report import hints
-from exporter.report.inputs import Period
+from exporter.report.inputs import Period, ReportInput
 from exporter.report.model import (
     Backend,
     Bar,
     Cache,
     CacheUsage,
     Cost,
+    FlakyTest,
     Headline,
     HitRatio,
     Image,
@@ -315,6 +316,30 @@ def tests(samples: Samples, repo: str, workflow: str) -> Tests:
     ]
     suites.sort(key=lambda s: (-(s.mean or 0.0), s.name))
     return Tests(suites, total or None)
+
+
+TOP_FLAKY = 10
+
+
+def add_flaky(tests: Tests, source: ReportInput, repo: str, workflow: str) -> None:
+    """The pipeline's costliest flaky cases (from the state store's history)."""
+    if source.kind != "store":
+        tests.flaky_hint = hints.FLAKY_PROMETHEUS
+        return
+    cases = [c for c in source.flaky if c.repository == repo and c.workflow == workflow]
+    tests.flaky = [
+        FlakyTest(
+            suite=c.suite,
+            case=f"{c.classname}.{c.name}" if c.classname else c.name,
+            occurrences=c.flaky,
+            runs=c.runs,
+            rerun_seconds=c.rerun_seconds,
+            last_seen=c.last_seen,
+        )
+        for c in cases[:TOP_FLAKY]
+    ]
+    if not tests.flaky:
+        tests.flaky_hint = hints.FLAKY
 
 
 def cost(now: Period, baseline: Period | None, repo: str, workflow: str, head: Headline) -> Cost:

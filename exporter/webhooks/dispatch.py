@@ -42,6 +42,7 @@ class Dispatcher:
     def __init__(self, count: Count, workers: int = 4, capacity: int = 10_000) -> None:
         self.count = count
         self._queues: list[queue.Queue[_Item]] = [queue.Queue(capacity) for _ in range(workers)]
+        self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._work, args=(q,), name=f"webhook-{i}", daemon=True)
             for i, q in enumerate(self._queues)
@@ -52,12 +53,16 @@ class Dispatcher:
             thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Events still queued are dropped (the reconciler records them after the restart); the
+        event in hand finishes, all workers within one `timeout`."""
+        self._stopping.set()
         for q in self._queues:
             with contextlib.suppress(queue.Full):
                 q.put_nowait(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def submit(
         self,
@@ -74,7 +79,7 @@ class Dispatcher:
         return True
 
     def _work(self, items: queue.Queue[_Item]) -> None:
-        while (item := items.get()) is not None:
+        while (item := items.get()) is not None and not self._stopping.is_set():
             handler, event, delivery = item
             self.count(delivery.event, delivery.action, self._handle(handler, event))
 
