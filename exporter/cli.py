@@ -19,6 +19,8 @@ from exporter.logging import configure_logging, get_logger
 from exporter.store import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Config errors printed, one line each; the rest are counted on one more line.
+MAX_ERROR_LINES = 20
 log = get_logger("exporter.cli")
 
 
@@ -225,6 +227,15 @@ COMMANDS = {
 }
 
 
+def print_config_error(exc: ConfigError) -> None:
+    """Every problem on its own line (the first one is the one-line message of old)."""
+    lines = list(exc.lines[:MAX_ERROR_LINES])
+    if len(exc.lines) > MAX_ERROR_LINES:
+        lines.append(f"… and {len(exc.lines) - MAX_ERROR_LINES} more")
+    for line in lines:
+        print(f"ci-pipeline-exporter: config error: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -232,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"ci-pipeline-exporter: config error: {exc}", file=sys.stderr)
+        print_config_error(exc)
         return EXIT_USAGE
     except StateError as exc:
         print(f"ci-pipeline-exporter: state error: {exc}", file=sys.stderr)

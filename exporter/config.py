@@ -68,7 +68,12 @@ def _first_duplicate(values: Iterable[str]) -> str | None:
 
 
 class ConfigError(Exception):
-    """A configuration that can't be used; the message names the key."""
+    """A configuration that can't be used; the message names the key. `lines` holds every
+    problem found, the message first (the CLI prints them one per line)."""
+
+    def __init__(self, message: str, *more: str) -> None:
+        super().__init__(message)
+        self.lines = (message, *more)
 
 
 class _Strict(BaseModel):
@@ -230,7 +235,10 @@ class GitHubConfig(_Strict):
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        check_base_url(value, "the token comes from token_env, token_file or app")
+        hostname = check_base_url(value, "the token comes from token_env, token_file or app")
+        # The token would cross the network in clear text (as for registries).
+        if value.startswith("http:") and not is_loopback(hostname):
+            raise ValueError("plain http is allowed for a loopback api_url only (the token)")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -498,12 +506,56 @@ class EnvironmentSource(EnvSettingsSource):
     def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
         try:
             return safeyaml.load(value)
-        except safeyaml.YamlBudgetError as exc:
-            raise ConfigError(f"{field_name} (from the environment): {exc}") from None
+        except (safeyaml.YamlBudgetError, safeyaml.DuplicateKeyError) as exc:
+            raise ConfigError(f"{self._origin(field_name, value)}: {exc}") from None
         except yaml.YAMLError:
             raise ConfigError(
-                f"{field_name} (from the environment): not valid JSON or YAML"
+                f"{self._origin(field_name, value)}: not valid JSON or YAML"
             ) from None
+
+    def _origin(self, field_name: str, value: Any) -> str:
+        """`github.repositories (from CIPE_GITHUB__REPOSITORIES)`: the key and the variable that
+        holds `value` (the source passes only the last part of the key)."""
+        ends = (ENV_PREFIX + field_name.upper(), (ENV_NESTED_DELIMITER + field_name).upper())
+        for name, raw in self.environ.items():
+            upper = name.upper()
+            if raw == value and upper.startswith(ENV_PREFIX) and upper.endswith(ends):
+                return f"{_env_key(name)} (from {name})"
+        return f"{field_name} (from the environment)"
+
+
+def _env_key(name: str) -> str:
+    """CIPE_GITHUB__POLL_INTERVAL → github.poll_interval."""
+    return ".".join(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER))
+
+
+class EnvironmentOrigin:
+    """Which `CIPE_…` variable a value at a config location came from, if any: errors about it
+    name the variable, since the file does not hold the value."""
+
+    def __init__(self, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+        self.overrides = overrides
+        self.variables = {
+            tuple(_env_key(name).split(".")): name
+            for name in environ
+            if name.upper().startswith(ENV_PREFIX)
+        }
+
+    def variable(self, location: tuple[str, ...]) -> str | None:
+        node: Any = self.overrides
+        for depth, part in enumerate(location):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+            if not isinstance(node, Mapping):
+                # A value (or a whole list) the environment gave: the longest variable that
+                # names this key or a section above it.
+                for end in range(depth + 1, 0, -1):
+                    name = self.variables.get(location[:end])
+                    if name is not None:
+                        return name
+                return None
+        return None
 
 
 def _refuse_list_indexes(environ: Mapping[str, str]) -> None:
@@ -535,8 +587,9 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()))
+def _describe(error: Mapping[str, Any], origin: EnvironmentOrigin | None = None) -> str:
+    loc = tuple(str(part) for part in error.get("loc", ()))
+    location = ".".join(loc)
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         message = "unknown key"
@@ -546,10 +599,14 @@ def _describe(error: Mapping[str, Any]) -> str:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if location.startswith("__root__") or not location:
         return message
+    variable = origin.variable(loc) if origin is not None else None
+    if variable is not None:
+        location += f" (from {variable})"
     return f"{location}: {message}"
 
 
-def validate_config(raw: object) -> Config:
+def validate_config(raw: object, origin: EnvironmentOrigin | None = None) -> Config:
+    """A valid Config, or ConfigError with every problem found, one line each."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -557,10 +614,7 @@ def validate_config(raw: object) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more)" if more else ""
-        raise ConfigError(_describe(first) + suffix) from None
+        raise ConfigError(*(_describe(error, origin) for error in exc.errors())) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -574,14 +628,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raw = safeyaml.load(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    except safeyaml.YamlBudgetError as exc:
+    except (safeyaml.YamlBudgetError, safeyaml.DuplicateKeyError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if raw is None:
-        return {}
+        # Most likely the wrong file, or one emptied by accident: nothing would be polled.
+        raise ConfigError(f"{path}: the file is empty (or only comments): nothing to do")
     if not isinstance(raw, dict):
         raise ConfigError("the configuration must be a mapping of keys")
     return raw
@@ -590,8 +645,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """The YAML file (when a path is given) with `CIPE_…` variables over it, validated."""
     raw = read_config_file(path) if path is not None else {}
-    overrides = EnvironmentSource(os.environ if environ is None else environ)()
-    return validate_config(_merge(raw, overrides))
+    environ = os.environ if environ is None else environ
+    overrides = EnvironmentSource(environ)()
+    return validate_config(_merge(raw, overrides), EnvironmentOrigin(environ, overrides))
 
 
 def effective_config(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
