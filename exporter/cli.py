@@ -14,7 +14,14 @@ from typing import Any
 import yaml
 
 from exporter import __version__
-from exporter.config import DEFAULT_LISTEN, ConfigError, effective_config, load_config, parse_listen
+from exporter.config import (
+    DEFAULT_LISTEN,
+    ConfigError,
+    effective_config,
+    load_config,
+    parse_listen,
+    secrets,
+)
 from exporter.logging import configure_logging, get_logger
 from exporter.store import StateError
 
@@ -73,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config", parents=[common], help="validate and print the effective config"
     )
-    check.add_argument("file", help="YAML configuration file")
+    # --config as in the other commands, or positional as it always was.
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("file", nargs="?", help="YAML configuration file")
+    where.add_argument("--config", help="YAML configuration file (the same)")
 
     backfill = sub.add_parser(
         "backfill", parents=[common], help="history as OpenMetrics with timestamps"
@@ -130,8 +140,22 @@ def install_sigterm(stop: threading.Event) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    """The effective config on stdout, loadable as a config again: where each secret comes from
+    is a block of YAML comments. Exit 0 with a missing secret (CI may validate without it), but
+    a warning per missing secret on stderr: serve would refuse to start."""
+    config = load_config(args.config or args.file)
+    found = secrets(config)
     print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
+    if found:
+        block = yaml.safe_dump({"secrets": {s.name: s.origin for s in found}}, sort_keys=False)
+        print("# Where each secret comes from (never its value):")
+        print("".join(f"# {line}\n" for line in block.splitlines()), end="")
+    for secret in found:
+        if not secret.present:
+            print(
+                f"ci-pipeline-exporter: warning: {secret.problem}: serve would refuse to start",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 

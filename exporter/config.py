@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -650,47 +651,80 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
     return validate_config(_merge(raw, overrides), EnvironmentOrigin(environ, overrides))
 
 
-def effective_config(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The config as it will be used, with where each secret comes from but never its value."""
+@dataclass(frozen=True)
+class Secret:
+    """Where one secret comes from; never its value."""
+
+    name: str  # as check-config shows it: github.token
+    setting: str  # the key that names its source: github.token_env
+    source: str  # the poll source that needs it: github, registry:<host>
+    env: str | None = None
+    file: str | None = None
+    present: bool = False
+
+    @property
+    def origin(self) -> str:
+        if self.env is not None:
+            return f"<redacted> from ${self.env}" + ("" if self.present else " (not set)")
+        return f"<redacted> from file {self.file}" + ("" if self.present else " (missing)")
+
+    @property
+    def problem(self) -> str:
+        """Why serve would refuse to start without it (ConfigError's wording)."""
+        if self.env is not None:
+            return f"{self.setting}: environment variable {self.env} is not set"
+        return f"{self.setting}: no file at {self.file}"
+
+
+def _env_secret(
+    name: str, setting: str, source: str, var: str, environ: Mapping[str, str]
+) -> Secret:
+    return Secret(name, setting, source, env=var, present=bool(environ.get(var, "").strip()))
+
+
+def _file_secret(name: str, setting: str, source: str, path: str) -> Secret:
+    return Secret(name, setting, source, file=path, present=Path(path).is_file())
+
+
+def secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[Secret]:
+    """Every secret the config names, with whether it is there."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = config.model_dump(mode="json")
-    secrets: dict[str, str] = {}
-    if config.github is not None:
-        gh = config.github
+    found: list[Secret] = []
+    gh = config.github
+    if gh is not None:
         if gh.app is not None:
-            exists = Path(gh.app.private_key_file).is_file()
-            secrets["github.app.private_key"] = (
-                f"<redacted> from file {gh.app.private_key_file}" + ("" if exists else " (missing)")
+            found.append(
+                _file_secret(
+                    "github.app.private_key",
+                    "github.app.private_key_file",
+                    "github",
+                    gh.app.private_key_file,
+                )
             )
         elif gh.token_file:
-            exists = Path(gh.token_file).is_file()
-            secrets["github.token"] = f"<redacted> from file {gh.token_file}" + (
-                "" if exists else " (missing)"
-            )
+            found.append(_file_secret("github.token", "github.token_file", "github", gh.token_file))
         else:
-            present = bool(environ.get(gh.token_env))
-            secrets["github.token"] = f"<redacted> from ${gh.token_env}" + (
-                "" if present else " (not set)"
+            found.append(
+                _env_secret("github.token", "github.token_env", "github", gh.token_env, environ)
             )
-    if config.github is not None and config.github.webhooks is not None:
-        hooks = config.github.webhooks
-        if hooks.secret_file:
-            exists = Path(hooks.secret_file).is_file()
-            secrets["github.webhooks.secret"] = f"<redacted> from file {hooks.secret_file}" + (
-                "" if exists else " (missing)"
-            )
-        elif hooks.secret_env:
-            present = bool(environ.get(hooks.secret_env))
-            secrets["github.webhooks.secret"] = f"<redacted> from ${hooks.secret_env}" + (
-                "" if present else " (not set)"
-            )
+        hooks = gh.webhooks
+        if hooks is not None and hooks.secret_file:
+            name, setting = "github.webhooks.secret", "github.webhooks.secret_file"
+            found.append(_file_secret(name, setting, "github", hooks.secret_file))
+        elif hooks is not None and hooks.secret_env:
+            name, setting = "github.webhooks.secret", "github.webhooks.secret_env"
+            found.append(_env_secret(name, setting, "github", hooks.secret_env, environ))
     for index, registry in enumerate(config.registries):
+        source = f"registry:{registry.host}"
         for key in ("username_env", "password_env"):
-            env_name = getattr(registry, key)
-            if env_name:
-                present = bool(environ.get(env_name))
-                secrets[f"registries.{index}.{key.removesuffix('_env')}"] = (
-                    f"<redacted> from ${env_name}" + ("" if present else " (not set)")
-                )
-    data["secrets"] = secrets
+            var = getattr(registry, key)
+            if var:
+                name = f"registries.{index}.{key.removesuffix('_env')}"
+                found.append(_env_secret(name, f"registries.{index}.{key}", source, var, environ))
+    return found
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The config as it will be used (secrets are named by `secrets`, never printed)."""
+    data: dict[str, Any] = config.model_dump(mode="json")
     return data

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, load_config
-from tests.helpers import ROOT, TOKEN, exporter_cmd, run_cli
+from tests.helpers import ROOT, TOKEN, exporter_cmd, printed_secrets, run_cli
 
 REPO = {"name": "acme/webapp"}
 VALID: dict[str, Any] = {"github": {"repositories": [REPO]}}
@@ -389,7 +389,7 @@ def test_check_config_never_prints_a_secret_value(tmp_path: Path) -> None:
         env={"GITHUB_TOKEN": TOKEN, "REG_USER": "robot-user-xyz", "REG_PASSWORD": PASSWORD},
     )
     assert result.returncode == 0, result.stderr
-    secrets = yaml.safe_load(result.stdout)["secrets"]
+    secrets = printed_secrets(result.stdout)
     assert secrets["registries.0.password"] == "<redacted> from $REG_PASSWORD"
     for value in (TOKEN, PASSWORD, "robot-user-xyz"):
         assert value not in result.stdout + result.stderr
