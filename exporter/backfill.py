@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from exporter.analysis.pipeline import IncompleteError
 from exporter.app import App, policy_for
-from exporter.collector import add_sample, bucket_bounds, family, target_bounds
+from exporter.collector import BucketBounds, add_sample, family
 from exporter.config import Config
 from exporter.logging import get_logger
 from exporter.observations import Observe, RepositoryPolicy, Task, Unit, attempt_units, junit_unit
@@ -179,7 +179,7 @@ class _HistoryCollector(Collector):
 
     def __init__(self, history: _History, config: Config) -> None:
         self.history = history
-        self.extra = target_bounds(config)
+        self.bounds = BucketBounds(config)
 
     def collect(self) -> Iterator[Metric]:
         for name, spec in SPECS.items():
@@ -191,8 +191,8 @@ class _HistoryCollector(Collector):
             if not series:
                 continue
             found = family(spec)
-            bounds = bucket_bounds(spec, self.extra)
             for labels, points in series:
+                bounds = self.bounds(spec, labels)
                 for at, state in points:
                     add_sample(found, spec, labels, state, bounds, timestamp=at)
             yield found

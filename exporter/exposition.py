@@ -20,7 +20,7 @@ from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from exporter import metrics as m
-from exporter.collector import add_sample, bucket_bounds, family, target_bounds, targets
+from exporter.collector import BucketBounds, add_sample, family, targets
 from exporter.config import Config
 from exporter.store import Store
 from exporter.store.aggregates import Aggregates, Partition
@@ -67,8 +67,7 @@ class Exposition:
         self.store = store
         self.config = config
         self.registry = registry
-        extra = target_bounds(config)
-        self.bounds = {spec.name: bucket_bounds(spec, extra) for spec in m.ALL_METRICS}
+        self.bounds = BucketBounds(config)
         self._lock = threading.Lock()
         self._headers: dict[tuple[bool, str], bytes] = {}
         # (openmetrics, metric, partition) → (version, rendered samples)
@@ -120,7 +119,7 @@ class Exposition:
     def _partition(self, spec: m.MetricSpec, partition: Partition, openmetrics: bool) -> bytes:
         found = family(spec)
         for labels, series in partition.items():
-            add_sample(found, spec, labels, series, self.bounds[spec.name])
+            add_sample(found, spec, labels, series, self.bounds(spec, labels))
         return _samples_only(_render([found], openmetrics))
 
     def _computed(self, aggregates: Aggregates) -> list[Metric]:
