@@ -503,7 +503,8 @@ STATE_REBUILDS = MetricSpec(
     "ci_pipeline_exporter_state_rebuilds_total",
     "counter",
     "Damaged state files moved aside at start (state.on_damage: rebuild); the metrics restart "
-    "from the lookback window.",
+    "from the lookback window. Counts since the process started (1 after a rebuild, 0 again "
+    "after the next restart): alert on increase() or on the error log.",
     (),
 )
 
