@@ -23,6 +23,7 @@ from exporter.config import (
     secrets,
 )
 from exporter.logging import configure_logging, get_logger
+from exporter.sources.errors import SourceError
 from exporter.store import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -209,6 +210,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_until_stopped(app, args.listen, stop)
 
 
+def _check_writable(path: Path, option: str) -> None:
+    """Before any API request is spent: the file (and its .checkpoint beside it) can be written."""
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write {path}: {exc.strerror}") from None
+    if not existed:
+        path.unlink()
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     from exporter.backfill import backfill
     from exporter.timeutil import parse_duration
@@ -218,7 +233,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
-    count = backfill(config, since, Path(args.output))
+    output = Path(args.output)
+    _check_writable(output, "--output")
+    try:
+        count = backfill(config, since, output)
+    except SourceError as exc:
+        print(
+            f"ci-pipeline-exporter: backfill stopped: {exc.reason}: {exc}; what was fetched is in "
+            f"{output}.checkpoint, run it again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     print(
         f"wrote {count} run attempts to {args.output}; load them with: "
         f"promtool tsdb create-blocks-from openmetrics {args.output} DATA_DIR"

@@ -13,7 +13,15 @@ import pytest
 import yaml
 
 from simulator.github import GitHubSimulator
-from tests.helpers import free_port, require_binary, run_cli, scrape, serve, wait_for
+from tests.helpers import (
+    free_port,
+    require_binary,
+    run_cli,
+    scrape,
+    serve,
+    wait_for,
+    write_config,
+)
 from tests.schemas import validated_simulator
 from tests.servers import prometheus, query
 
@@ -111,3 +119,38 @@ def test_backfill_writes_the_types_of_the_live_exposition(
         accept = {"Accept": "application/openmetrics-text; version=1.0.0"}
         live = _types(httpx.get(f"{url}/metrics", headers=accept, timeout=10).text)
     assert {name: live.get(name) for name in written} == written
+
+
+@pytest.mark.parametrize("where", ["missing-dir/history.om", "a-directory"])
+def test_backfill_output_that_cannot_be_written_names_the_path(
+    sim: GitHubSimulator, config_file: Path, tmp_path: Path, env: dict[str, str], where: str
+) -> None:
+    """An --output that can't be written is one line naming the option and the path, exit 2,
+    before any API request is spent (it used to be a bare "No such file or directory")."""
+    (tmp_path / "a-directory").mkdir()
+    output = tmp_path / where
+    result = run_cli("backfill", "--config", str(config_file), "--output", str(output), env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"ci-pipeline-exporter: config error: --output: cannot write {output}: "
+    )
+    assert not sim.requests
+
+
+def test_backfill_upstream_failure_is_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    """GitHub unreachable: exit 1 with one line saying why and that the checkpoint resumes; no
+    traceback (there was one)."""
+    config = write_config(
+        tmp_path / "config.yaml",
+        f"http://127.0.0.1:{free_port()}",
+        state=tmp_path / "state.db",
+        max_retries=0,
+    )
+    output = tmp_path / "history.om"
+    result = run_cli("backfill", "--config", str(config), "--output", str(output), env=env)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "ci-pipeline-exporter: backfill stopped: transport: " in result.stderr
+    assert f"{output}.checkpoint, run it again to resume" in result.stderr
