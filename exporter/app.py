@@ -25,6 +25,7 @@ from exporter.config import (
 from exporter.exposition import Exposition
 from exporter.logging import SECRETS, get_logger
 from exporter.observations import Labels, RepositoryPolicy
+from exporter.report import ReportPage
 from exporter.scheduler import PollRunner, Scheduler, SourceJob
 from exporter.server import HttpServer, Readiness, make_app
 from exporter.sources.errors import AuthError
@@ -246,7 +247,10 @@ class App:
 
     def start(self, listen: str | None = None) -> None:
         host, port = parse_listen(listen or self.config.listen)
-        self.server = HttpServer(host, port, make_app(self.exposition.wsgi, self.readiness))
+        report = ReportPage(self.store, self.config).wsgi
+        self.server = HttpServer(
+            host, port, make_app(self.exposition.wsgi, self.readiness, report)
+        )
         self.server.start()
         if self.webhooks is not None:
             self.webhooks.start()

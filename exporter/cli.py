@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", required=True, help="OpenMetrics file (a .checkpoint file beside it resumes)"
     )
 
+    add_report_parser(sub, common)
+
     analyze = sub.add_parser("analyze", parents=[common], help="analyse local files")
     kinds = analyze.add_subparsers(dest="kind", required=True, parser_class=_Parser)
     buildkit = kinds.add_parser(
@@ -130,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     return parser
+
+
+def add_report_parser(sub: Any, common: _Parser) -> None:
+    report = sub.add_parser(
+        "report", parents=[common], help="the pipeline review: HTML, markdown or JSON"
+    )
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="YAML configuration file: read its state store")
+    source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL (PromQL API)")
+    report.add_argument(
+        "--since", default="7d", help="with --prometheus: how far back (default: %(default)s)"
+    )
+    report.add_argument("--format", choices=("html", "markdown", "json"), default="html")
+    report.add_argument("--output", default="-", help="file to write (default: stdout)")
 
 
 def install_sigterm(stop: threading.Event) -> None:
@@ -267,7 +283,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     raise ConfigError(f"analyze {args.kind}: unknown")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from exporter.report.command import run
+
+    return run(args.config, args.prometheus, args.since, args.format, args.output)
+
+
 COMMANDS = {
+    "report": cmd_report,
     "analyze": cmd_analyze,
     "backfill": cmd_backfill,
     "serve": cmd_serve,

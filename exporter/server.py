@@ -43,17 +43,21 @@ class Readiness:
 _LANDING = """<!doctype html>
 <html><head><meta charset="utf-8"><title>ci-pipeline-exporter</title></head>
 <body><h1>ci-pipeline-exporter {version}</h1>
-<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
+<ul><li><a href="report">/report</a> (the pipeline review)</li><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
 <li><a href="readyz">/readyz</a></li></ul></body></html>
 """
 
 
-def make_app(metrics_app: WSGIApp, readiness: Readiness) -> WSGIApp:
+def make_app(
+    metrics_app: WSGIApp, readiness: Readiness, report_app: WSGIApp | None = None
+) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/metrics":
             body: Iterable[bytes] = metrics_app(environ, start_response)
             return body
+        if path == "/report" and report_app is not None:
+            return report_app(environ, start_response)
         if path == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"ok\n"]

@@ -87,9 +87,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     state = args.state or str(Path(tempfile.mkdtemp(prefix="cipe-demo-")) / "state.db")
     demo = Demo(scenario=args.scenario, seed=args.seed, speed=args.speed, state_path=state)
     demo.start(f"{host}:{port}")
+    shown = _hostport(_reachable(host), demo.port)
     print(
         f"ci-pipeline-exporter demo: listening on {_hostport(host, demo.port)}; open "
-        f"http://{_hostport(_reachable(host), demo.port)}/metrics "
+        f"http://{shown}/report (the pipeline review), http://{shown}/metrics "
         f"(scenario {args.scenario}; GitHub simulator at {demo.github_url}, "
         f"sending webhooks to {demo.webhook_url})",
         flush=True,

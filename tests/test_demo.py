@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,8 +14,8 @@ from tests.helpers import ROOT, Exposition, free_port, simulator_cmd, wait_for
 
 
 def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
-    """`make demo` prints the URL and serves cicd_pipeline_run_duration_seconds_count > 0 within
-    15 s; new runs keep arriving (time is compressed); SIGTERM stops it."""
+    """`make demo` prints the report's URL first, and serves cicd_pipeline_run_duration_seconds_count
+    > 0 within 15 s; new runs keep arriving (time is compressed); SIGTERM stops it."""
     port = free_port()
     started = time.monotonic()
     process = subprocess.Popen(
@@ -42,7 +43,8 @@ def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         out, _ = process.communicate(timeout=20)
-    assert f"http://127.0.0.1:{port}/metrics" in out.decode()
+    urls = re.findall(r"http://\S+", out.decode())
+    assert urls[:2] == [f"http://127.0.0.1:{port}/report", f"http://127.0.0.1:{port}/metrics"]
 
 
 def test_demo_says_where_it_listens_and_what_to_open() -> None:
@@ -61,7 +63,8 @@ def test_demo_says_where_it_listens_and_what_to_open() -> None:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert f"listening on 0.0.0.0:{port};" in line, line
-        assert f"open http://127.0.0.1:{port}/metrics " in line, line
+        assert f"open http://127.0.0.1:{port}/report " in line, line
+        assert f"http://127.0.0.1:{port}/metrics " in line, line
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -25,7 +26,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from tests.helpers import REFERENCE, ROOT, require_binary, run_cli
+from tests.helpers import REFERENCE, ROOT, printed_secrets, require_binary, run_cli
 
 CHART = ROOT / "helm" / "ci-pipeline-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -105,6 +106,13 @@ def template(helm: Helm, chart: Path, *args: str) -> subprocess.CompletedProcess
     return helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, *args)
 
 
+def parse(manifest: str) -> Rendered:
+    return Rendered(
+        objects=[o for o in yaml.safe_load_all(manifest) if o],
+        templates=frozenset(re.findall(r"^# Source: [^/]+/(templates/\S+)$", manifest, re.M)),
+    )
+
+
 @pytest.fixture(scope="module")
 def render(helm: Helm) -> Callable[[Path, str], Rendered]:
     """`helm template` of the chart with a values file for a Kubernetes version, once each."""
@@ -114,12 +122,7 @@ def render(helm: Helm) -> Callable[[Path, str], Rendered]:
         if (values, kube_version) not in done:
             result = template(helm, CHART, "-f", str(values), "--kube-version", kube_version)
             assert result.returncode == 0, result.stderr
-            done[values, kube_version] = Rendered(
-                objects=[o for o in yaml.safe_load_all(result.stdout) if o],
-                templates=frozenset(
-                    re.findall(r"^# Source: [^/]+/(templates/\S+)$", result.stdout, re.M)
-                ),
-            )
+            done[values, kube_version] = parse(result.stdout)
         return done[values, kube_version]
 
     return run
@@ -152,6 +155,20 @@ def validation_errors(obj: dict[str, Any], kube_version: str) -> list[str]:
 
 def ids(paths: list[Path]) -> list[str]:
     return [p.stem for p in paths]
+
+
+FULLNAME = f"{RELEASE}-ci-pipeline-exporter"
+
+
+def service_named(rendered: Rendered, name: str) -> dict[str, Any]:
+    (service,) = [s for s in rendered.of_kind("Service") if s["metadata"]["name"] == name]
+    return service
+
+
+def metrics_service(rendered: Rendered) -> dict[str, Any]:
+    """The Service the ServiceMonitor scrapes (the chart's full name; others have a suffix)."""
+    name = rendered.one("StatefulSet")["metadata"]["name"]
+    return service_named(rendered, name)
 
 
 # --- the chart as shipped ---------------------------------------------------------------------
@@ -195,7 +212,7 @@ def test_the_full_values_render_each_optional_object(
             *["ConfigMap"] * dashboards,
             "NetworkPolicy",
             "PrometheusRule",
-            "Service",
+            *["Service"] * 2,  # metrics and the StatefulSet's headless one
             "ServiceAccount",
             "ServiceMonitor",
             "StatefulSet",
@@ -216,7 +233,7 @@ def _pod_environment(statefulset: dict[str, Any]) -> dict[str, str]:
     from Secrets become placeholders."""
     replicas = int(statefulset["spec"]["replicas"])
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
-    env = {}
+    env: dict[str, str] = {}
     for item in container.get("env", []):
         if "value" in item:
             env[item["name"]] = str(item["value"])
@@ -232,7 +249,7 @@ def test_rendered_config_passes_check_config(
     render: Callable[[Path, str], Rendered], values: Path, tmp_path: Path
 ) -> None:
     """The ConfigMap's config.yaml, with the environment the StatefulSet gives the pod (sharding,
-    the token), is a valid exporter config."""
+    the token, the webhook secret), is a valid exporter config."""
     rendered = render(values, NEWEST)
     (configmap,) = [c for c in rendered.of_kind("ConfigMap") if "config.yaml" in c["data"]]
     config = tmp_path / "config.yaml"
@@ -243,6 +260,16 @@ def test_rendered_config_passes_check_config(
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load(result.stdout)
     assert effective["sharding"]["total"] == int(pod_env["CIPE_SHARDING__TOTAL"])
+    # The webhook secret's variable is one the pod has (a Secret's key).
+    secrets = printed_secrets(result.stdout)
+    hook_secret = secrets.get("github.webhooks.secret", "")
+    assert "(not set)" not in hook_secret, secrets
+    hooks = (effective["github"] or {}).get("webhooks")
+    if hooks:
+        assert hook_secret.startswith("<redacted> from $"), secrets
+        # Sharded: the exporter accepts the chart's forward_url template.
+        if effective["sharding"]["total"] > 1:
+            assert "{index}" in hooks["forward_url"]
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
@@ -269,8 +296,11 @@ def test_the_pod_finds_its_config_state_port_and_key(
     assert config["state"]["path"].startswith(mounts["state"] + "/")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert int(config.get("listen", "0.0.0.0:9469").rsplit(":", 1)[1]) == ports["http"]
-    service = rendered.one("Service")
+    service = metrics_service(rendered)
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    hooks = (config.get("github") or {}).get("webhooks")
+    if hooks:
+        assert int(hooks["listen"].rsplit(":", 1)[1]) == ports["webhook"]
     app = (config.get("github") or {}).get("app")
     if app:
         assert str(Path(app["private_key_file"]).parent) == mounts["app-key"]
@@ -310,6 +340,252 @@ def test_dashboard_configmaps_are_the_generated_dashboards(
     assert sorted(found) == sorted(generated)
     for name, dashboard in generated.items():
         assert found[name] == dashboard, name
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+WEBHOOKS_VALUES = CHART / "ci" / "webhooks-values.yaml"
+
+
+def webhook_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(WEBHOOKS_VALUES.read_text())["webhooks"]
+    return values
+
+
+def render_webhooks(helm: Helm, *args: str) -> Rendered:
+    """The webhook values file with further options (--set ...)."""
+    result = template(helm, CHART, "-f", str(WEBHOOKS_VALUES), "--kube-version", NEWEST, *args)
+    assert result.returncode == 0, result.stderr
+    return parse(result.stdout)
+
+
+def exporter_config(rendered: Rendered) -> dict[str, Any]:
+    (configmap,) = [c for c in rendered.of_kind("ConfigMap") if "config.yaml" in c["data"]]
+    config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
+    return config
+
+
+def container(rendered: Rendered) -> dict[str, Any]:
+    (only,) = rendered.one("StatefulSet")["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
+def test_only_the_webhook_services_expose_the_webhook_port(
+    render: Callable[[Path, str], Rendered], values: Path
+) -> None:
+    """The container's http port is exposed by the metrics Service alone (so the ServiceMonitor's
+    `http` endpoint is scraped once); its webhook port, when webhooks are on, by the webhook
+    Service and the headless Service only — the metrics Service never exposes it."""
+    rendered = render(values, NEWEST)
+    metrics = metrics_service(rendered)["metadata"]["name"]
+    exposed: dict[str, list[str]] = {}
+    for service in rendered.of_kind("Service"):
+        for port in service["spec"].get("ports", []):
+            exposed.setdefault(port["targetPort"], []).append(service["metadata"]["name"])
+    assert exposed.pop("http") == [metrics]
+    webhook = sorted(exposed.pop("webhook", []))
+    assert exposed == {}
+    container_ports = {p["name"] for p in container(rendered)["ports"]}
+    if "webhook" in container_ports:
+        assert webhook == [f"{metrics}-headless", f"{metrics}-webhook"]
+    else:
+        assert container_ports == {"http"}
+        assert webhook == []
+
+
+def test_the_webhook_service_and_ingress_reach_the_webhook_listener(
+    render: Callable[[Path, str], Rendered],
+) -> None:
+    """With webhooks on, the config's webhook listener is on the container's `webhook` port and
+    the given path; the webhook Service has only that port, and the Ingress sends the path on the
+    given host to it."""
+    values = webhook_values()
+    rendered = render(WEBHOOKS_VALUES, NEWEST)
+    hooks = exporter_config(rendered)["github"]["webhooks"]
+    assert hooks["listen"] == f"0.0.0.0:{values['port']}"
+    assert hooks["path"] == values["path"]
+    assert hooks["reconcile_interval"] == values["reconcileInterval"]
+    ports = {p["name"]: p["containerPort"] for p in container(rendered)["ports"]}
+    assert ports == {"http": 9469, "webhook": values["port"]}
+    service = service_named(rendered, f"{FULLNAME}-webhook")
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": values["service"]["port"], "targetPort": "webhook"}
+    ]
+    assert service["spec"]["type"] == values["service"]["type"]
+    pod_labels = rendered.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    ingress = rendered.one("Ingress")
+    assert ingress["spec"]["ingressClassName"] == values["ingress"]["className"]
+    assert ingress["spec"]["tls"] == values["ingress"]["tls"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == values["ingress"]["host"]
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == values["path"]
+    assert path["backend"]["service"] == {
+        "name": service["metadata"]["name"],
+        "port": {"name": "webhook"},
+    }
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids(CI_VALUES))
+def test_the_statefulset_is_governed_by_a_headless_service(
+    render: Callable[[Path, str], Rendered], values: Path
+) -> None:
+    """serviceName is a headless Service selecting the pods (a stable DNS name per pod), the same
+    one whatever replicas and webhooks are (the field is immutable)."""
+    rendered = render(values, NEWEST)
+    statefulset = rendered.one("StatefulSet")
+    name = statefulset["spec"]["serviceName"]
+    assert name == f"{statefulset['metadata']['name']}-headless"
+    headless = service_named(rendered, name)
+    assert headless["spec"]["clusterIP"] == "None"
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_shards_forward_events_to_each_other_through_the_headless_service(
+    helm: Helm, render: Callable[[Path, str], Rendered]
+) -> None:
+    """With replicas > 1 the config's forward_url keeps {index} and, for a shard's number, names
+    that shard's pod through the headless Service (published before the pod is ready) on the
+    container's webhook port and path; with one replica there is no forward_url."""
+    rendered = render(WEBHOOKS_VALUES, NEWEST)
+    statefulset = rendered.one("StatefulSet")
+    assert statefulset["spec"]["replicas"] == 2
+    headless = service_named(rendered, statefulset["spec"]["serviceName"])
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    hooks = exporter_config(rendered)["github"]["webhooks"]
+    assert "{index}" in hooks["forward_url"]
+    url = urlsplit(hooks["forward_url"].format(index=1))
+    pod = f"{statefulset['metadata']['name']}-1"
+    assert url.hostname == f"{pod}.{headless['metadata']['name']}.{NAMESPACE}.svc"
+    ports = {p["name"]: p["containerPort"] for p in container(rendered)["ports"]}
+    assert (url.scheme, url.port, url.path) == ("http", ports["webhook"], hooks["path"])
+    single = render_webhooks(helm, "--set", "replicas=1")
+    assert "forward_url" not in exporter_config(single)["github"]["webhooks"]
+    assert single.one("StatefulSet")["spec"]["serviceName"] == headless["metadata"]["name"]
+
+
+def test_the_network_policy_allows_the_webhook_port(
+    helm: Helm, render: Callable[[Path, str], Rendered]
+) -> None:
+    """The metrics rule stays as it is; the webhook port is open to the listed CIDRs and peers
+    plus the exporter's own pods (forwarding between shards), or to any source when none are
+    listed; without webhooks there is no webhook rule."""
+    values = webhook_values()["networkPolicy"]
+    rendered = render(WEBHOOKS_VALUES, NEWEST)
+    pod_labels = rendered.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    rules = rendered.one("NetworkPolicy")["spec"]["ingress"]
+    assert [r["ports"] for r in rules] == [[{"port": "http"}], [{"port": "webhook"}]]
+    assert rules[0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    assert rules[1]["from"] == [
+        *({"ipBlock": {"cidr": cidr}} for cidr in values["cidrs"]),
+        *values["peers"],
+        {"podSelector": {"matchLabels": pod_labels}},
+    ]
+    assert {p["name"] for p in container(rendered)["ports"]} == {"http", "webhook"}
+    anyone = render_webhooks(helm, "--set-json", 'webhooks.networkPolicy={"cidrs":[],"peers":[]}')
+    rules = anyone.one("NetworkPolicy")["spec"]["ingress"]
+    assert rules[1] == {"ports": [{"port": "webhook"}]}
+    without = render(CHART / "ci" / "full-values.yaml", NEWEST).one("NetworkPolicy")
+    assert [r["ports"] for r in without["spec"]["ingress"]] == [[{"port": "http"}]]
+
+
+def test_the_webhook_secret_reaches_the_pod_only_through_a_secret(
+    helm: Helm, render: Callable[[Path, str], Rendered]
+) -> None:
+    """The secret given in values is in the chart's Secret and nowhere else (not the ConfigMap,
+    not the StatefulSet); the pod reads it from that Secret as the variable config's secret_env
+    names. With existingSecret the chart makes no Secret and the pod reads the user's."""
+    secret = webhook_values()["secret"]
+    rendered = render(WEBHOOKS_VALUES, NEWEST)
+    holders = [
+        f"{o['kind']}/{o['metadata']['name']}" for o in rendered.objects if secret in json.dumps(o)
+    ]
+    assert holders == [f"Secret/{FULLNAME}-webhook"]
+    (made,) = [
+        s for s in rendered.of_kind("Secret") if s["metadata"]["name"] == f"{FULLNAME}-webhook"
+    ]
+    assert made["stringData"] == {"GITHUB_WEBHOOK_SECRET": secret}
+    variable = exporter_config(rendered)["github"]["webhooks"]["secret_env"]
+    env = {e["name"]: e for e in container(rendered)["env"]}
+    assert env[variable]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{FULLNAME}-webhook",
+        "key": "GITHUB_WEBHOOK_SECRET",
+    }
+    existing = render_webhooks(helm, "--set", "webhooks.existingSecret=github-hooks")
+    assert not [o for o in existing.objects if secret in json.dumps(o)]
+    assert existing.of_kind("Secret") == []
+    env = {e["name"]: e for e in container(existing)["env"]}
+    assert env[variable]["valueFrom"]["secretKeyRef"]["name"] == "github-hooks"
+
+
+def test_a_changed_webhook_secret_rolls_the_pods(helm: Helm) -> None:
+    """The pods' checksum/secret annotation covers the webhook Secret: another secret value
+    changes it (the pods restart with it) and leaves the config's checksum alone."""
+    before = render_webhooks(helm).one("StatefulSet")["spec"]["template"]["metadata"]
+    after = render_webhooks(helm, "--set", "webhooks.secret=another-webhook-secret")
+    annotations = after.one("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/secret"] != before["annotations"]["checksum/secret"]
+    assert annotations["checksum/config"] == before["annotations"]["checksum/config"]
+
+
+WEBHOOK_REFUSALS = {
+    # The exporter would not start without it.
+    "no-secret": (
+        ["--set", "webhooks.secret="],
+        "webhooks.enabled: set webhooks.existingSecret (a Secret with the key "
+        "GITHUB_WEBHOOK_SECRET) or webhooks.secret",
+    ),
+    "metrics-port": (
+        ["--set", "webhooks.port=9469"],
+        "webhooks.port: 9469 is the metrics port (config.listen)",
+    ),
+    # The chart's own keys in config.github.webhooks would silently disagree with the Service,
+    # the Ingress or the secret's variable: refused, naming the value to set instead.
+    "listen-in-config": (
+        ["--set", "config.github.webhooks.listen=0.0.0.0:9999"],
+        "config.github.webhooks.listen: set by the chart from webhooks.port",
+    ),
+    "path-in-config": (
+        ["--set", "config.github.webhooks.path=/hooks"],
+        "config.github.webhooks.path: set by the chart from webhooks.path",
+    ),
+    "secret-file-in-config": (
+        ["--set", "config.github.webhooks.secret_file=/secrets/hook"],
+        "config.github.webhooks.secret_file: set by the chart from webhooks.secret or "
+        "webhooks.existingSecret",
+    ),
+    "forward-url-in-config": (
+        ["--set-string", "config.github.webhooks.forward_url=http://elsewhere/{index}"],
+        "config.github.webhooks.forward_url: set by the chart from replicas",
+    ),
+    "webhooks-not-a-mapping": (
+        ["--set", "config.github.webhooks=on"],
+        "config.github.webhooks: a mapping of extra keys",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WEBHOOK_REFUSALS))
+def test_inconsistent_webhook_settings_are_refused_naming_the_value(helm: Helm, case: str) -> None:
+    """What the schema cannot see is refused by the templates with a one-line message naming
+    the value, when rendering (`helm template`, install, upgrade). `helm lint` only logs a
+    template's `fail`, so it is not asserted here."""
+    args, expected = WEBHOOK_REFUSALS[case]
+    rendered = template(helm, CHART, "-f", str(WEBHOOKS_VALUES), *args)
+    assert rendered.returncode != 0
+    assert expected in rendered.stderr, rendered.stderr
+    assert len([line for line in rendered.stderr.splitlines() if expected in line]) == 1
+    assert webhook_values()["secret"] not in rendered.stderr
+
+
+def test_other_webhook_keys_of_the_config_are_kept(render: Callable[[Path, str], Rendered]) -> None:
+    """config.github.webhooks keys the chart does not set (max_body_bytes) are merged in."""
+    config = yaml.safe_load(WEBHOOKS_VALUES.read_text())["config"]["github"]["webhooks"]
+    hooks = exporter_config(render(WEBHOOKS_VALUES, NEWEST))["github"]["webhooks"]
+    assert hooks["max_body_bytes"] == config["max_body_bytes"]
 
 
 # --- what must be refused ---------------------------------------------------------------------
@@ -389,8 +665,8 @@ def test_a_typo_that_stays_valid_yaml_is_caught_by_the_schemas(
     config.yaml in the ConfigMap's data) is refused by the Kubernetes schema."""
     _edit(
         chart_copy / "templates" / "configmap.yaml",
-        "toYaml .Values.config | nindent 4",
-        "toYaml .Values.config | nindent 2",
+        'include "cipe.config" . | nindent 4',
+        'include "cipe.config" . | nindent 2',
     )
     result = template(helm, chart_copy, "--kube-version", OLDEST)
     assert result.returncode == 0, result.stderr
@@ -420,7 +696,7 @@ def test_the_validators_refuse_unknown_and_mistyped_fields(
     statefulset = copy.deepcopy(rendered.one("StatefulSet"))
     statefulset["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
     broken.append(statefulset)
-    service = copy.deepcopy(rendered.one("Service"))
+    service = copy.deepcopy(metrics_service(rendered))
     service["spec"]["ports"][0]["port"] = "9469"
     broken.append(service)
     monitor = copy.deepcopy(rendered.one("ServiceMonitor"))

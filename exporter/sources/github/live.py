@@ -5,6 +5,7 @@ not zero the live gauges, and published as `cicd_pipeline_task_run_active`,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, Field
@@ -64,48 +65,53 @@ class LiveState:
         self.repository = repository
         self.source = f"github:{repository}"
         self.limits = limits
+        # A poll (listing, reconciling) and the webhook workers change these records: each
+        # read-modify-write under this lock, held only for that.
+        self._lock = threading.Lock()
 
     # -- jobs -------------------------------------------------------------------------------------
     def job_event(self, job: WebhookJob, now: float) -> None:
-        record = self.store.records.get(self.source, OpenJobs)
-        state = job_state(job.status)
-        key = str(job.id)
-        if state is None:
-            record.jobs.pop(key, None)
-        else:
-            since = job.created_at or now
-            if state == "executing":
-                since = job.started_at or since
-            record.jobs[key] = OpenJob(
-                run_id=job.run_id or 0,
-                attempt=job.run_attempt,
-                workflow=job.workflow_name or "",
-                labels=runner_label(job.labels),
-                state=state,
-                since=since,
-            )
-            for old in list(record.jobs)[:-MAX_OPEN_JOBS]:
-                del record.jobs[old]
-        self._save_jobs(record, now)
+        with self._lock:
+            record = self.store.records.get(self.source, OpenJobs)
+            state = job_state(job.status)
+            key = str(job.id)
+            if state is None:
+                record.jobs.pop(key, None)
+            else:
+                since = job.created_at or now
+                if state == "executing":
+                    since = job.started_at or since
+                record.jobs[key] = OpenJob(
+                    run_id=job.run_id or 0,
+                    attempt=job.run_attempt,
+                    workflow=job.workflow_name or "",
+                    labels=runner_label(job.labels),
+                    state=state,
+                    since=since,
+                )
+                for old in list(record.jobs)[:-MAX_OPEN_JOBS]:
+                    del record.jobs[old]
+            self._save_jobs(record, now)
 
     def close_jobs(self, runs: Iterable[WorkflowRun], now: float, lookback: float) -> int:
         """The reconciler: jobs of runs now completed (or re-run), and jobs older than the
         lookback, are closed — nothing stays executing because a webhook was missed."""
-        record = self.store.records.get(self.source, OpenJobs)
-        done = {run.id: run.run_attempt for run in runs if run.status == "completed"}
-        current = {run.id: run.run_attempt for run in runs}
-        closed = [
-            key
-            for key, job in record.jobs.items()
-            if job.since < now - lookback
-            or (job.run_id in done and job.attempt <= done[job.run_id])
-            or job.attempt < current.get(job.run_id, job.attempt)
-        ]
-        for key in closed:
-            del record.jobs[key]
-        if closed:
-            self._save_jobs(record, now)
-        return len(closed)
+        with self._lock:
+            record = self.store.records.get(self.source, OpenJobs)
+            done = {run.id: run.run_attempt for run in runs if run.status == "completed"}
+            current = {run.id: run.run_attempt for run in runs}
+            closed = [
+                key
+                for key, job in record.jobs.items()
+                if job.since < now - lookback
+                or (job.run_id in done and job.attempt <= done[job.run_id])
+                or job.attempt < current.get(job.run_id, job.attempt)
+            ]
+            for key in closed:
+                del record.jobs[key]
+            if closed:
+                self._save_jobs(record, now)
+            return len(closed)
 
     def _save_jobs(self, record: OpenJobs, now: float) -> None:
         for job in record.jobs.values():
@@ -116,33 +122,36 @@ class LiveState:
 
     # -- runs ---------------------------------------------------------------------------------------
     def run_event(self, run: WorkflowRun, now: float) -> None:
-        record = self.store.records.get(self.source, OpenRuns)
-        key = str(run.id)
-        if run.status == "completed":
-            record.runs.pop(key, None)
-        else:
-            state = ACTIVE_STATES.get(run.status, "pending")
-            record.runs[key] = OpenRun(
-                workflow=run.workflow, state=state, created=run.created_at or now
-            )
-        record.workflows[run.workflow] = now
-        self._save_runs(record, now)
+        with self._lock:
+            record = self.store.records.get(self.source, OpenRuns)
+            key = str(run.id)
+            if run.status == "completed":
+                record.runs.pop(key, None)
+            else:
+                state = ACTIVE_STATES.get(run.status, "pending")
+                record.runs[key] = OpenRun(
+                    workflow=run.workflow, state=state, created=run.created_at or now
+                )
+            record.workflows[run.workflow] = now
+            self._save_runs(record, now)
 
     def listed(self, runs: Iterable[WorkflowRun], now: float) -> None:
         """A poll's listing is the truth about open runs: it replaces what events said."""
-        record = OpenRuns(workflows=self.store.records.get(self.source, OpenRuns).workflows)
-        for run in runs:
-            record.workflows[run.workflow] = now
-            if run.status != "completed":
-                state = ACTIVE_STATES.get(run.status, "pending")
-                record.runs[str(run.id)] = OpenRun(
-                    workflow=run.workflow, state=state, created=run.created_at or now
-                )
-        self._save_runs(record, now)
+        with self._lock:
+            record = OpenRuns(workflows=self.store.records.get(self.source, OpenRuns).workflows)
+            for run in runs:
+                record.workflows[run.workflow] = now
+                if run.status != "completed":
+                    state = ACTIVE_STATES.get(run.status, "pending")
+                    record.runs[str(run.id)] = OpenRun(
+                        workflow=run.workflow, state=state, created=run.created_at or now
+                    )
+            self._save_runs(record, now)
 
     def oldest_open_run(self) -> float | None:
-        runs = self.store.records.get(self.source, OpenRuns).runs.values()
-        return min((run.created for run in runs), default=None)
+        with self._lock:
+            runs = self.store.records.get(self.source, OpenRuns).runs.values()
+            return min((run.created for run in runs), default=None)
 
     def _save_runs(self, record: OpenRuns, now: float) -> None:
         record.workflows = {w: t for w, t in record.workflows.items() if t >= now - ZERO_FOR}

@@ -102,7 +102,8 @@ class RepositoryPoller:
         self.cache_storage = cache_storage
         self.stop = stop or threading.Event()
         self.live = LiveState(store, repo.name, policy.limits)
-        # Held by a poll and by a webhook of this repository: its records change under one hand.
+        # Held by a poll and by a workflow_run webhook of this repository (which fetches and
+        # records an attempt, and runs its enrichments): one at a time.
         self.lock = threading.RLock()
 
     # -- the poll -----------------------------------------------------------------------------------
@@ -210,24 +211,25 @@ class RepositoryPoller:
     def on_job(self, event: WorkflowJobEvent) -> str:
         """A workflow_job event: the live gauges, and a completed job recorded at once (exactly
         once per job and attempt, whoever sees it first). Returns the outcome."""
+        # Not under the poll's lock: a long poll of this repository (a catch-up) must not hold
+        # back job events, the latency-critical path; the store commits each unit once.
         job = event.workflow_job
         key = job_key(self.repo.name, job.id, job.run_attempt)
-        with self.lock:
-            if job.status != "completed":
-                if self.store.is_observed(*key):
-                    return "duplicate"  # a late event of a job already recorded
-                self.live.job_event(job, self.clock())
-                return "recorded"
-            unit = job_unit(
-                job_facts(job),
-                job.workflow_name or "",
-                job.head_branch or "",
-                job.run_attempt,
-                self.policy,
-            )
-            applied = self.store.commit(unit)
+        if job.status != "completed":
+            if self.store.is_observed(*key):
+                return "duplicate"  # a late event of a job already recorded
             self.live.job_event(job, self.clock())
-            return "recorded" if applied else "duplicate"
+            return "recorded"
+        unit = job_unit(
+            job_facts(job),
+            job.workflow_name or "",
+            job.head_branch or "",
+            job.run_attempt,
+            self.policy,
+        )
+        applied = self.store.commit(unit)
+        self.live.job_event(job, self.clock())
+        return "recorded" if applied else "duplicate"
 
     def on_run(self, event: WorkflowRunEvent) -> str:
         """A workflow_run event: the run gauge; a completed attempt recorded with its jobs (one
