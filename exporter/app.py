@@ -20,6 +20,7 @@ from exporter.config import (
     RegistryConfig,
     RepositoryConfig,
     parse_listen,
+    secrets,
 )
 from exporter.exposition import Exposition
 from exporter.logging import SECRETS, get_logger
@@ -108,6 +109,17 @@ def keeper(config: Config) -> Callable[[str, Labels], bool]:
     return keep
 
 
+def _require_secrets(full: Config, mine: Config, environ: Mapping[str, str]) -> None:
+    """Every missing secret of the sources this shard polls, in one ConfigError (keys numbered as
+    in the file), before anything is opened."""
+    sources = {f"registry:{r.host}" for r in mine.registries}
+    if mine.github is not None and (mine.github.repositories or mine.github.runners):
+        sources.add("github")
+    missing = [s.problem for s in secrets(full, environ) if s.source in sources and not s.present]
+    if missing:
+        raise ConfigError(*missing)
+
+
 class App:
     def __init__(self, config: Config, *, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
@@ -115,6 +127,7 @@ class App:
         self.full_config = config
         config = config.sharded()
         self.config = config
+        _require_secrets(self.full_config, config, environ)
         self.stopping = threading.Event()
         self.store = Store(
             config.state.path, config.limits.max_series_per_metric, on_damage=config.state.on_damage
@@ -200,11 +213,7 @@ class App:
     def _add_registry(self, registry: RegistryConfig, environ: Mapping[str, str]) -> None:
         username = environ.get(registry.username_env, "") if registry.username_env else ""
         password = environ.get(registry.password_env, "") if registry.password_env else ""
-        if registry.password_env and not password:
-            raise ConfigError(
-                f"registries: environment variable {registry.password_env} is not set"
-            )
-        SECRETS.add(password)
+        SECRETS.add(password)  # present: checked by _require_secrets
         http = make_client(registry.timeout)
         self.clients.append(http)
         client = RegistryClient(

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from exporter.analysis.pipeline import IncompleteError
 from exporter.app import App, policy_for
-from exporter.collector import bucket_bounds, histogram_buckets, target_bounds
+from exporter.collector import BucketBounds, add_sample, family
 from exporter.config import Config
 from exporter.logging import get_logger
 from exporter.observations import Observe, RepositoryPolicy, Task, Unit, attempt_units, junit_unit
@@ -174,9 +174,12 @@ def _policies(config: Config) -> dict[str, RepositoryPolicy]:
 
 
 class _HistoryCollector(Collector):
+    """Each series' states as the live exporter renders them (histograms with buckets, summaries
+    as sum and count), with the attempt's completion as the timestamp."""
+
     def __init__(self, history: _History, config: Config) -> None:
         self.history = history
-        self.extra = target_bounds(config)
+        self.bounds = BucketBounds(config)
 
     def collect(self) -> Iterator[Metric]:
         for name, spec in SPECS.items():
@@ -187,17 +190,12 @@ class _HistoryCollector(Collector):
             )
             if not series:
                 continue
-            family = HistogramMetricFamily(name, spec.help, labels=spec.labels)
-            bounds = bucket_bounds(spec, self.extra)
+            found = family(spec)
             for labels, points in series:
+                bounds = self.bounds(spec, labels)
                 for at, state in points:
-                    family.add_metric(
-                        list(labels),
-                        histogram_buckets(name, state, bounds),
-                        state.sum,
-                        timestamp=at,
-                    )
-            yield family
+                    add_sample(found, spec, labels, state, bounds, timestamp=at)
+            yield found
 
 
 def render_openmetrics(records: list[dict[str, Any]], config: Config) -> bytes:

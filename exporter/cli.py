@@ -14,11 +14,21 @@ from typing import Any
 import yaml
 
 from exporter import __version__
-from exporter.config import DEFAULT_LISTEN, ConfigError, effective_config, load_config, parse_listen
+from exporter.config import (
+    DEFAULT_LISTEN,
+    ConfigError,
+    effective_config,
+    load_config,
+    parse_listen,
+    secrets,
+)
 from exporter.logging import configure_logging, get_logger
+from exporter.sources.errors import SourceError
 from exporter.store import StateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Config errors printed, one line each; the rest are counted on one more line.
+MAX_ERROR_LINES = 20
 log = get_logger("exporter.cli")
 
 
@@ -71,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config", parents=[common], help="validate and print the effective config"
     )
-    check.add_argument("file", help="YAML configuration file")
+    # --config as in the other commands, or positional as it always was.
+    where = check.add_mutually_exclusive_group(required=True)
+    where.add_argument("file", nargs="?", help="YAML configuration file")
+    where.add_argument("--config", help="YAML configuration file (the same)")
 
     backfill = sub.add_parser(
         "backfill", parents=[common], help="history as OpenMetrics with timestamps"
@@ -151,8 +164,22 @@ def install_sigterm(stop: threading.Event) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file)
+    """The effective config on stdout, loadable as a config again: where each secret comes from
+    is a block of YAML comments. Exit 0 with a missing secret (CI may validate without it), but
+    a warning per missing secret on stderr: serve would refuse to start."""
+    config = load_config(args.config or args.file)
+    found = secrets(config)
     print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
+    if found:
+        block = yaml.safe_dump({"secrets": {s.name: s.origin for s in found}}, sort_keys=False)
+        print("# Where each secret comes from (never its value):")
+        print("".join(f"# {line}\n" for line in block.splitlines()), end="")
+    for secret in found:
+        if not secret.present:
+            print(
+                f"ci-pipeline-exporter: warning: {secret.problem}: serve would refuse to start",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 
@@ -206,6 +233,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_until_stopped(app, args.listen, stop)
 
 
+def _check_writable(path: Path, option: str) -> None:
+    """Before any API request is spent: the file (and its .checkpoint beside it) can be written."""
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot write {path}: {exc.strerror}") from None
+    if not existed:
+        path.unlink()
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     from exporter.backfill import backfill
     from exporter.timeutil import parse_duration
@@ -215,7 +256,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
-    count = backfill(config, since, Path(args.output))
+    output = Path(args.output)
+    _check_writable(output, "--output")
+    try:
+        count = backfill(config, since, output)
+    except SourceError as exc:
+        print(
+            f"ci-pipeline-exporter: backfill stopped: {exc.reason}: {exc}; what was fetched is in "
+            f"{output}.checkpoint, run it again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     print(
         f"wrote {count} run attempts to {args.output}; load them with: "
         f"promtool tsdb create-blocks-from openmetrics {args.output} DATA_DIR"
@@ -259,6 +310,15 @@ COMMANDS = {
 }
 
 
+def print_config_error(exc: ConfigError) -> None:
+    """Every problem on its own line (the first one is the one-line message of old)."""
+    lines = list(exc.lines[:MAX_ERROR_LINES])
+    if len(exc.lines) > MAX_ERROR_LINES:
+        lines.append(f"… and {len(exc.lines) - MAX_ERROR_LINES} more")
+    for line in lines:
+        print(f"ci-pipeline-exporter: config error: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -266,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
-        print(f"ci-pipeline-exporter: config error: {exc}", file=sys.stderr)
+        print_config_error(exc)
         return EXIT_USAGE
     except StateError as exc:
         print(f"ci-pipeline-exporter: state error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ Example exposition:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,19 +26,35 @@ from exporter.store.aggregates import LAYOUTS, HistogramSeries, Series, ValueSer
 from exporter.store.layouts import cumulative
 
 
-def target_bounds(config: Config) -> set[float]:
-    bounds: set[float] = set()
-    for target in config.targets:
-        bounds.update((target.target.lower, target.target.upper))
-        if target.baseline is not None:
-            bounds.update((target.baseline.lower, target.baseline.upper))
-    return bounds
+class BucketBounds:
+    """Each histogram series' bucket bounds. A target's and its baseline's bounds are buckets of
+    the run and critical-path histograms of its own (repository, workflow, branch) only: other
+    repositories' series would pay for them in samples without ever being compared to them."""
 
+    def __init__(self, config: Config) -> None:
+        self.own: dict[str, tuple[float, ...]] = {
+            spec.name: tuple(float(b) for b in spec.buckets) for spec in m.ALL_METRICS
+        }
+        extra: dict[tuple[str, ...], set[float]] = {}
+        for target in config.targets:
+            bounds = extra.setdefault((target.repository, target.workflow, target.branch), set())
+            bounds.update((target.target.lower, target.target.upper))
+            if target.baseline is not None:
+                bounds.update((target.baseline.lower, target.baseline.upper))
+        # Both histograms with target buckets start with (repository, workflow, branch).
+        self.targeted = {
+            (spec.name, run): m.with_bounds(spec.buckets, bounds)
+            for spec in m.ALL_METRICS
+            if spec.target_buckets
+            for run, bounds in extra.items()
+        }
 
-def bucket_bounds(spec: m.MetricSpec, extra: Iterable[float]) -> tuple[float, ...]:
-    if spec.target_buckets:
-        return m.with_bounds(spec.buckets, extra)
-    return tuple(float(b) for b in spec.buckets)
+    def __call__(self, spec: m.MetricSpec, labels: Sequence[str]) -> tuple[float, ...]:
+        if spec.target_buckets:
+            found = self.targeted.get((spec.name, tuple(labels[:3])))
+            if found is not None:
+                return found
+        return self.own[spec.name]
 
 
 def histogram_buckets(

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -68,7 +69,12 @@ def _first_duplicate(values: Iterable[str]) -> str | None:
 
 
 class ConfigError(Exception):
-    """A configuration that can't be used; the message names the key."""
+    """A configuration that can't be used; the message names the key. `lines` holds every
+    problem found, the message first (the CLI prints them one per line)."""
+
+    def __init__(self, message: str, *more: str) -> None:
+        super().__init__(message)
+        self.lines = (message, *more)
 
 
 class _Strict(BaseModel):
@@ -234,7 +240,10 @@ class GitHubConfig(_Strict):
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        check_base_url(value, "the token comes from token_env, token_file or app")
+        hostname = check_base_url(value, "the token comes from token_env, token_file or app")
+        # The token would cross the network in clear text (as for registries).
+        if value.startswith("http:") and not is_loopback(hostname):
+            raise ValueError("plain http is allowed for a loopback api_url only (the token)")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -502,12 +511,56 @@ class EnvironmentSource(EnvSettingsSource):
     def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
         try:
             return safeyaml.load(value)
-        except safeyaml.YamlBudgetError as exc:
-            raise ConfigError(f"{field_name} (from the environment): {exc}") from None
+        except (safeyaml.YamlBudgetError, safeyaml.DuplicateKeyError) as exc:
+            raise ConfigError(f"{self._origin(field_name, value)}: {exc}") from None
         except yaml.YAMLError:
             raise ConfigError(
-                f"{field_name} (from the environment): not valid JSON or YAML"
+                f"{self._origin(field_name, value)}: not valid JSON or YAML"
             ) from None
+
+    def _origin(self, field_name: str, value: Any) -> str:
+        """`github.repositories (from CIPE_GITHUB__REPOSITORIES)`: the key and the variable that
+        holds `value` (the source passes only the last part of the key)."""
+        ends = (ENV_PREFIX + field_name.upper(), (ENV_NESTED_DELIMITER + field_name).upper())
+        for name, raw in self.environ.items():
+            upper = name.upper()
+            if raw == value and upper.startswith(ENV_PREFIX) and upper.endswith(ends):
+                return f"{_env_key(name)} (from {name})"
+        return f"{field_name} (from the environment)"
+
+
+def _env_key(name: str) -> str:
+    """CIPE_GITHUB__POLL_INTERVAL → github.poll_interval."""
+    return ".".join(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER))
+
+
+class EnvironmentOrigin:
+    """Which `CIPE_…` variable a value at a config location came from, if any: errors about it
+    name the variable, since the file does not hold the value."""
+
+    def __init__(self, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+        self.overrides = overrides
+        self.variables = {
+            tuple(_env_key(name).split(".")): name
+            for name in environ
+            if name.upper().startswith(ENV_PREFIX)
+        }
+
+    def variable(self, location: tuple[str, ...]) -> str | None:
+        node: Any = self.overrides
+        for depth, part in enumerate(location):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+            if not isinstance(node, Mapping):
+                # A value (or a whole list) the environment gave: the longest variable that
+                # names this key or a section above it.
+                for end in range(depth + 1, 0, -1):
+                    name = self.variables.get(location[:end])
+                    if name is not None:
+                        return name
+                return None
+        return None
 
 
 def _refuse_list_indexes(environ: Mapping[str, str]) -> None:
@@ -539,8 +592,9 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    location = ".".join(str(part) for part in error.get("loc", ()))
+def _describe(error: Mapping[str, Any], origin: EnvironmentOrigin | None = None) -> str:
+    loc = tuple(str(part) for part in error.get("loc", ()))
+    location = ".".join(loc)
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         message = "unknown key"
@@ -550,10 +604,14 @@ def _describe(error: Mapping[str, Any]) -> str:
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if location.startswith("__root__") or not location:
         return message
+    variable = origin.variable(loc) if origin is not None else None
+    if variable is not None:
+        location += f" (from {variable})"
     return f"{location}: {message}"
 
 
-def validate_config(raw: object) -> Config:
+def validate_config(raw: object, origin: EnvironmentOrigin | None = None) -> Config:
+    """A valid Config, or ConfigError with every problem found, one line each."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -561,10 +619,7 @@ def validate_config(raw: object) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more)" if more else ""
-        raise ConfigError(_describe(first) + suffix) from None
+        raise ConfigError(*(_describe(error, origin) for error in exc.errors())) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -578,14 +633,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raw = safeyaml.load(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    except safeyaml.YamlBudgetError as exc:
+    except (safeyaml.YamlBudgetError, safeyaml.DuplicateKeyError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
     if raw is None:
-        return {}
+        # Most likely the wrong file, or one emptied by accident: nothing would be polled.
+        raise ConfigError(f"{path}: the file is empty (or only comments): nothing to do")
     if not isinstance(raw, dict):
         raise ConfigError("the configuration must be a mapping of keys")
     return raw
@@ -594,51 +650,85 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """The YAML file (when a path is given) with `CIPE_…` variables over it, validated."""
     raw = read_config_file(path) if path is not None else {}
-    overrides = EnvironmentSource(os.environ if environ is None else environ)()
-    return validate_config(_merge(raw, overrides))
-
-
-def effective_config(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The config as it will be used, with where each secret comes from but never its value."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = config.model_dump(mode="json")
-    secrets: dict[str, str] = {}
-    if config.github is not None:
-        gh = config.github
+    overrides = EnvironmentSource(environ)()
+    return validate_config(_merge(raw, overrides), EnvironmentOrigin(environ, overrides))
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Where one secret comes from; never its value."""
+
+    name: str  # as check-config shows it: github.token
+    setting: str  # the key that names its source: github.token_env
+    source: str  # the poll source that needs it: github, registry:<host>
+    env: str | None = None
+    file: str | None = None
+    present: bool = False
+
+    @property
+    def origin(self) -> str:
+        if self.env is not None:
+            return f"<redacted> from ${self.env}" + ("" if self.present else " (not set)")
+        return f"<redacted> from file {self.file}" + ("" if self.present else " (missing)")
+
+    @property
+    def problem(self) -> str:
+        """Why serve would refuse to start without it (ConfigError's wording)."""
+        if self.env is not None:
+            return f"{self.setting}: environment variable {self.env} is not set"
+        return f"{self.setting}: no file at {self.file}"
+
+
+def _env_secret(
+    name: str, setting: str, source: str, var: str, environ: Mapping[str, str]
+) -> Secret:
+    return Secret(name, setting, source, env=var, present=bool(environ.get(var, "").strip()))
+
+
+def _file_secret(name: str, setting: str, source: str, path: str) -> Secret:
+    return Secret(name, setting, source, file=path, present=Path(path).is_file())
+
+
+def secrets(config: Config, environ: Mapping[str, str] | None = None) -> list[Secret]:
+    """Every secret the config names, with whether it is there."""
+    environ = os.environ if environ is None else environ
+    found: list[Secret] = []
+    gh = config.github
+    if gh is not None:
         if gh.app is not None:
-            exists = Path(gh.app.private_key_file).is_file()
-            secrets["github.app.private_key"] = (
-                f"<redacted> from file {gh.app.private_key_file}" + ("" if exists else " (missing)")
+            found.append(
+                _file_secret(
+                    "github.app.private_key",
+                    "github.app.private_key_file",
+                    "github",
+                    gh.app.private_key_file,
+                )
             )
         elif gh.token_file:
-            exists = Path(gh.token_file).is_file()
-            secrets["github.token"] = f"<redacted> from file {gh.token_file}" + (
-                "" if exists else " (missing)"
-            )
+            found.append(_file_secret("github.token", "github.token_file", "github", gh.token_file))
         else:
-            present = bool(environ.get(gh.token_env))
-            secrets["github.token"] = f"<redacted> from ${gh.token_env}" + (
-                "" if present else " (not set)"
+            found.append(
+                _env_secret("github.token", "github.token_env", "github", gh.token_env, environ)
             )
-    if config.github is not None and config.github.webhooks is not None:
-        hooks = config.github.webhooks
-        if hooks.secret_file:
-            exists = Path(hooks.secret_file).is_file()
-            secrets["github.webhooks.secret"] = f"<redacted> from file {hooks.secret_file}" + (
-                "" if exists else " (missing)"
-            )
-        elif hooks.secret_env:
-            present = bool(environ.get(hooks.secret_env))
-            secrets["github.webhooks.secret"] = f"<redacted> from ${hooks.secret_env}" + (
-                "" if present else " (not set)"
-            )
+        hooks = gh.webhooks
+        if hooks is not None and hooks.secret_file:
+            name, setting = "github.webhooks.secret", "github.webhooks.secret_file"
+            found.append(_file_secret(name, setting, "github", hooks.secret_file))
+        elif hooks is not None and hooks.secret_env:
+            name, setting = "github.webhooks.secret", "github.webhooks.secret_env"
+            found.append(_env_secret(name, setting, "github", hooks.secret_env, environ))
     for index, registry in enumerate(config.registries):
+        source = f"registry:{registry.host}"
         for key in ("username_env", "password_env"):
-            env_name = getattr(registry, key)
-            if env_name:
-                present = bool(environ.get(env_name))
-                secrets[f"registries.{index}.{key.removesuffix('_env')}"] = (
-                    f"<redacted> from ${env_name}" + ("" if present else " (not set)")
-                )
-    data["secrets"] = secrets
+            var = getattr(registry, key)
+            if var:
+                name = f"registries.{index}.{key.removesuffix('_env')}"
+                found.append(_env_secret(name, f"registries.{index}.{key}", source, var, environ))
+    return found
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The config as it will be used (secrets are named by `secrets`, never printed)."""
+    data: dict[str, Any] = config.model_dump(mode="json")
     return data

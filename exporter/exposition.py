@@ -14,19 +14,27 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from exporter import metrics as m
-from exporter.collector import add_sample, bucket_bounds, family, target_bounds, targets
+from exporter.collector import BucketBounds, add_sample, family, targets
 from exporter.config import Config
 from exporter.store import Store
 from exporter.store.aggregates import Aggregates, Partition
 
 StartResponse = Callable[..., Any]
 EOF = b"# EOF\n"
+# Counters exported at 0 for every metric they can count from the start, so that rate() and
+# increase() see the first fold or expiry (a series that appears at 1 shows no increase).
+_ZERO_SERIES: dict[str, tuple[str, ...]] = {
+    m.SERIES_DROPPED.name: tuple(spec.name for spec in m.ALL_METRICS if spec.foldable),
+    m.SERIES_EXPIRED.name: tuple(
+        spec.name for spec in m.ALL_METRICS if spec not in m.EXPORTER_METRICS
+    ),
+}
 
 
 class _Families:
@@ -67,12 +75,12 @@ class Exposition:
         self.store = store
         self.config = config
         self.registry = registry
-        extra = target_bounds(config)
-        self.bounds = {spec.name: bucket_bounds(spec, extra) for spec in m.ALL_METRICS}
+        self.bounds = BucketBounds(config)
         self._lock = threading.Lock()
         self._headers: dict[tuple[bool, str], bytes] = {}
         # (openmetrics, metric, partition) → (version, rendered samples)
         self._cache: dict[tuple[bool, str, str], tuple[int, bytes]] = {}
+        self._zero_cache: dict[tuple[bool, str, tuple[str, ...]], bytes] = {}
 
     def render(self, openmetrics: bool = False) -> bytes:
         return b"".join(self.chunks(openmetrics))
@@ -95,9 +103,12 @@ class Exposition:
         used: dict[tuple[bool, str, str], tuple[int, bytes]] = {}
         for spec in m.ALL_METRICS:
             partitions = aggregates.partitions(spec.name)
-            if not partitions:
+            zeros = [name for name in _ZERO_SERIES.get(spec.name, ()) if name not in partitions]
+            if not partitions and not zeros:
                 continue
             parts.append(self._header(spec, openmetrics))
+            if zeros:
+                parts.append(self._zeros(spec, zeros, openmetrics))
             for name in sorted(partitions):
                 key = (openmetrics, spec.name, name)
                 version = aggregates.versions.get((spec.name, name), 0)
@@ -117,10 +128,20 @@ class Exposition:
             self._headers[key] = _render([family(spec)], openmetrics)
         return self._headers[key]
 
+    def _zeros(self, spec: m.MetricSpec, metrics: list[str], openmetrics: bool) -> bytes:
+        key = (openmetrics, spec.name, tuple(metrics))
+        if key not in self._zero_cache:
+            found = family(spec)
+            assert isinstance(found, CounterMetricFamily)
+            for name in metrics:
+                found.add_metric([name], 0.0)
+            self._zero_cache[key] = _samples_only(_render([found], openmetrics))
+        return self._zero_cache[key]
+
     def _partition(self, spec: m.MetricSpec, partition: Partition, openmetrics: bool) -> bytes:
         found = family(spec)
         for labels, series in partition.items():
-            add_sample(found, spec, labels, series, self.bounds[spec.name])
+            add_sample(found, spec, labels, series, self.bounds(spec, labels))
         return _samples_only(_render([found], openmetrics))
 
     def _computed(self, aggregates: Aggregates) -> list[Metric]:
@@ -142,7 +163,8 @@ class Exposition:
         gzip when Accept-Encoding allows it."""
         _, content_type = choose_encoder(str(environ.get("HTTP_ACCEPT") or ""))
         parts = self.chunks(openmetrics=content_type.startswith("application/openmetrics-text"))
-        headers = [("Content-Type", content_type)]
+        # The body depends on both headers: caches must not serve one client's answer to another.
+        headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
             parts = _gzip(parts)
             headers.append(("Content-Encoding", "gzip"))

@@ -13,7 +13,7 @@ from typing import Literal
 MetricType = Literal["histogram", "summary", "gauge", "counter"]
 
 # Buckets sized to what each histogram measures (each bucket is a sample per series).
-# Runs: 2 min to 2 h; every configured target and baseline bound is added per config.
+# Runs: 2 min to 2 h; a target's and baseline's bounds are added to its own series.
 RUN_BUCKETS = (120, 300, 600, 900, 1200, 1800, 3600, 7200)
 # Jobs: 30 s to an hour.
 JOB_BUCKETS = (30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
@@ -51,7 +51,7 @@ class MetricSpec:
     buckets: tuple[float, ...] = ()
     # Labels whose values fold into "other" when the metric reaches its series cap.
     foldable: tuple[str, ...] = ()
-    # Whether configured target/baseline bounds are added to the buckets.
+    # Whether a target's and baseline's bounds are added to the buckets of its series.
     target_buckets: bool = False
     cap: ScopedCap | None = None
 
@@ -536,7 +536,8 @@ STATE_REBUILDS = MetricSpec(
     "ci_pipeline_exporter_state_rebuilds_total",
     "counter",
     "Damaged state files moved aside at start (state.on_damage: rebuild); the metrics restart "
-    "from the lookback window.",
+    "from the lookback window. Counts since the process started (1 after a rebuild, 0 again "
+    "after the next restart): alert on increase() or on the error log.",
     (),
 )
 TEST_CASES_HELD = MetricSpec(

@@ -25,6 +25,25 @@ class YamlBudgetError(Exception):
     """The text is over a budget; the message says which (and never quotes the text)."""
 
 
+class DuplicateKeyError(Exception):
+    """A mapping gives one key twice: PyYAML would keep the last silently, so a setting the
+    reader sees could be one that is not used."""
+
+
+def _no_duplicate_keys(node: MappingNode) -> None:
+    first: dict[str, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, ScalarNode):
+            continue
+        line = key.start_mark.line + 1
+        if key.value in first:
+            name = key.value if len(key.value) <= 60 else key.value[:57] + "..."
+            raise DuplicateKeyError(
+                f"duplicate key {name!r} at line {line} (first at line {first[key.value]})"
+            )
+        first[key.value] = line
+
+
 class _DepthLimitedLoader(yaml.SafeLoader):
     """SafeLoader whose composer refuses nesting past MAX_DEPTH instead of recursing on."""
 
@@ -55,6 +74,8 @@ class _Expansion:
             raise YamlBudgetError("an alias refers to itself")
         if depth > MAX_DEPTH:
             raise YamlBudgetError(f"nested deeper than {MAX_DEPTH} levels once aliases expand")
+        if isinstance(node, MappingNode):
+            _no_duplicate_keys(node)
         self.open.add(id(node))
         total = 1
         for child in _children(node):
@@ -84,6 +105,7 @@ def _check(root: Node) -> None:
     if not isinstance(root, MappingNode):
         expansion.size(root)
         return
+    _no_duplicate_keys(root)
     total = 1
     for key, value in root.value:
         name = key.value if isinstance(key, ScalarNode) else "(a complex key)"
@@ -97,7 +119,8 @@ def _check(root: Node) -> None:
 
 def load(text: str) -> Any:
     """Like yaml.safe_load, within MAX_BYTES, MAX_DEPTH and MAX_NODES (YamlBudgetError past one;
-    yaml.YAMLError for text that isn't YAML)."""
+    DuplicateKeyError for a key given twice in a mapping; yaml.YAMLError for text that isn't
+    YAML)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise YamlBudgetError(f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
     loader = _DepthLimitedLoader(text)

@@ -87,10 +87,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     state = args.state or str(Path(tempfile.mkdtemp(prefix="cipe-demo-")) / "state.db")
     demo = Demo(scenario=args.scenario, seed=args.seed, speed=args.speed, state_path=state)
     demo.start(f"{host}:{port}")
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    shown = _hostport(_reachable(host), demo.port)
     print(
-        f"ci-pipeline-exporter demo: http://{shown}:{demo.port}/report (the pipeline review), "
-        f"http://{shown}:{demo.port}/metrics "
+        f"ci-pipeline-exporter demo: listening on {_hostport(host, demo.port)}; open "
+        f"http://{shown}/report (the pipeline review), http://{shown}/metrics "
         f"(scenario {args.scenario}; GitHub simulator at {demo.github_url}, "
         f"sending webhooks to {demo.webhook_url})",
         flush=True,
@@ -101,8 +101,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reachable(host: str) -> str:
+    """A wildcard address is not one to open: its loopback is."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from simulator.github import GitHubSimulator
+    from simulator.registry import RegistrySimulator
 
     host, port = parse_listen(args.listen)
     app = None
@@ -123,12 +133,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         port=port,
     ).start()
     sender = _webhook_sender(args, sim)
-    print(json.dumps({"url": sim.url}), flush=True)
+    # An OCI registry beside it (the demo's images), for trying `registries:` too.
+    registry = RegistrySimulator("before", host=host).start()
+    print(json.dumps({"url": sim.url, "registry_url": registry.url}), flush=True)
     stop = threading.Event()
     install_sigterm(stop)
     stop.wait()
     if sender is not None:
         sender.stop()
+    registry.stop()
     sim.stop()
     return EXIT_OK
 

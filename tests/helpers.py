@@ -80,6 +80,15 @@ def run_cli(
     )
 
 
+def printed_secrets(stdout: str) -> dict[str, str]:
+    """check-config's `secrets:` block, which it prints as YAML comments (so its output loads)."""
+    lines = stdout.splitlines()
+    start = lines.index("# secrets:")
+    block = [line[2:] for line in lines[start:] if line.startswith("# ")]
+    found: dict[str, str] = yaml.safe_load("\n".join(block))["secrets"]
+    return found
+
+
 def write_config(
     path: Path,
     sim_url: str,

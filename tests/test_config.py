@@ -9,7 +9,7 @@ import yaml
 
 from exporter.config import ConfigError, load_config, validate_config
 from exporter.timeutil import format_duration, parse_duration
-from tests.helpers import TOKEN, run_cli
+from tests.helpers import TOKEN, printed_secrets, run_cli
 
 VALID = {
     "github": {"repositories": [{"name": "acme/webapp"}]},
@@ -124,7 +124,7 @@ def test_check_config_prints_effective_config_without_secrets(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     assert printed["github"]["poll_interval"] == "1m"
-    assert printed["secrets"]["github.token"] == "<redacted> from $GITHUB_TOKEN"
+    assert printed_secrets(result.stdout)["github.token"] == "<redacted> from $GITHUB_TOKEN"
     assert TOKEN not in result.stdout + result.stderr
 
 

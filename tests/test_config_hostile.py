@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError, load_config
-from tests.helpers import ROOT, TOKEN, exporter_cmd, run_cli
+from tests.helpers import ROOT, TOKEN, exporter_cmd, printed_secrets, run_cli
 
 REPO = {"name": "acme/webapp"}
 VALID: dict[str, Any] = {"github": {"repositories": [REPO]}}
@@ -112,8 +112,12 @@ def test_list_values_from_the_environment_may_be_yaml(tmp_path: Path) -> None:
 
 
 def test_unknown_key_under_a_config_section_is_refused(tmp_path: Path) -> None:
-    """A variable under a config section that names no key is a typo, refused with the key."""
-    with pytest.raises(ConfigError, match=r"github\.poll_intervall: unknown key"):
+    """A variable under a config section that names no key is a typo, refused with the key and
+    the variable."""
+    with pytest.raises(
+        ConfigError,
+        match=r"^github\.poll_intervall \(from CIPE_GITHUB__POLL_INTERVALL\): unknown key$",
+    ):
         load_config(_write(tmp_path, VALID), environ={"CIPE_GITHUB__POLL_INTERVALL": "1m"})
 
 
@@ -319,8 +323,10 @@ def test_durations_at_the_bounds_load(tmp_path: Path) -> None:
 
 
 def test_duration_from_the_environment_is_bounded(tmp_path: Path) -> None:
-    """The same bounds hold for a duration given in the environment."""
-    with pytest.raises(ConfigError, match=r"^github\.poll_interval: "):
+    """The same bounds hold for a duration given in the environment (named in the error)."""
+    with pytest.raises(
+        ConfigError, match=r"^github\.poll_interval \(from CIPE_GITHUB__POLL_INTERVAL\): "
+    ):
         load_config(_write(tmp_path, VALID), environ={"CIPE_GITHUB__POLL_INTERVAL": "nan"})
 
 
@@ -383,7 +389,7 @@ def test_check_config_never_prints_a_secret_value(tmp_path: Path) -> None:
         env={"GITHUB_TOKEN": TOKEN, "REG_USER": "robot-user-xyz", "REG_PASSWORD": PASSWORD},
     )
     assert result.returncode == 0, result.stderr
-    secrets = yaml.safe_load(result.stdout)["secrets"]
+    secrets = printed_secrets(result.stdout)
     assert secrets["registries.0.password"] == "<redacted> from $REG_PASSWORD"
     for value in (TOKEN, PASSWORD, "robot-user-xyz"):
         assert value not in result.stdout + result.stderr

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from tests.helpers import ROOT, Exposition, free_port, wait_for
+from tests.helpers import ROOT, Exposition, free_port, simulator_cmd, wait_for
 
 
 def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
@@ -45,3 +45,27 @@ def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
         out, _ = process.communicate(timeout=20)
     urls = re.findall(r"http://\S+", out.decode())
     assert urls[:2] == [f"http://127.0.0.1:{port}/report", f"http://127.0.0.1:{port}/metrics"]
+
+
+def test_demo_says_where_it_listens_and_what_to_open() -> None:
+    """On the wildcard address the demo says it listens on 0.0.0.0:PORT (it printed only
+    127.0.0.1, which hid that it is reachable from elsewhere) and gives the loopback URL to open,
+    which answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*simulator_cmd("demo", "--listen", f"0.0.0.0:{port}", "--log-format", "json")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert f"listening on 0.0.0.0:{port};" in line, line
+        assert f"open http://127.0.0.1:{port}/report " in line, line
+        assert f"http://127.0.0.1:{port}/metrics " in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+
+import yaml
+
 from exporter import docgen
 from exporter import metrics as m
+from exporter.cli import build_parser
+from exporter.timeutil import _UNIT_SECONDS, parse_duration
 from tests.helpers import ROOT
 
 
@@ -45,3 +52,48 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make demo" in head
     assert "make test" in head
     assert "docs/metrics.md" in readme
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every (nested) subcommand's parser by its name."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update(_subcommands(sub))
+    return found
+
+
+def test_readme_documents_every_command_option() -> None:
+    """Each option a command has (beyond --help and the shared log options) appears in a README
+    line that names the command: `serve --listen` was missing."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    shared = {"-h", "--help", "--log-format", "--log-level"}
+    missing = []
+    for name, sub in _subcommands(build_parser()).items():
+        options = {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+        for option in sorted(options - shared):
+            if not any(name in line and option in line for line in lines):
+                missing.append(f"{name} {option}")
+    assert not missing, missing
+
+
+def test_readme_lists_every_duration_unit() -> None:
+    """The Values paragraph gives an example of every unit the duration parser takes (`w` was
+    accepted but undocumented), and each example parses."""
+    readme = (ROOT / "README.md").read_text()
+    values = readme[readme.index("**Values.**") :].split("\n\n")[0]
+    for unit in _UNIT_SECONDS:
+        examples = re.findall(rf"`(\d+{unit})`", values)
+        assert examples, unit
+        assert parse_duration(examples[0]) > 0
+
+
+def test_readme_lists_every_alert() -> None:
+    """Every alert of the shipped rules is named in the README."""
+    rules = yaml.safe_load((ROOT / "grafana" / "alerts" / "ci-pipeline.rules.yml").read_text())
+    alerts = {r["alert"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
+    readme = (ROOT / "README.md").read_text()
+    assert alerts
+    assert not {a for a in alerts if a not in readme}

@@ -26,7 +26,7 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
-from tests.helpers import REFERENCE, ROOT, require_binary, run_cli
+from tests.helpers import REFERENCE, ROOT, printed_secrets, require_binary, run_cli
 
 CHART = ROOT / "helm" / "ci-pipeline-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
@@ -261,11 +261,12 @@ def test_rendered_config_passes_check_config(
     effective = yaml.safe_load(result.stdout)
     assert effective["sharding"]["total"] == int(pod_env["CIPE_SHARDING__TOTAL"])
     # The webhook secret's variable is one the pod has (a Secret's key).
-    hook_secret = effective["secrets"].get("github.webhooks.secret", "")
-    assert "(not set)" not in hook_secret, effective["secrets"]
+    secrets = printed_secrets(result.stdout)
+    hook_secret = secrets.get("github.webhooks.secret", "")
+    assert "(not set)" not in hook_secret, secrets
     hooks = (effective["github"] or {}).get("webhooks")
     if hooks:
-        assert hook_secret.startswith("<redacted> from $"), effective["secrets"]
+        assert hook_secret.startswith("<redacted> from $"), secrets
         # Sharded: the exporter accepts the chart's forward_url template.
         if effective["sharding"]["total"] > 1:
             assert "{index}" in hooks["forward_url"]

@@ -225,6 +225,23 @@ def test_failures_are_counted_per_registry(tmp_path: Path) -> None:
             sim.stop()
 
 
+def test_a_registry_that_is_down_counts_one_failure(tmp_path: Path) -> None:
+    """A registry nobody listens on, with three tags: one poll, one failure
+    (poll_errors_total{reason="transport"} == 1, it was one per tag), `up` 0, no retry storm."""
+    url = f"http://127.0.0.1:{free_port()}"
+    images = [{"name": "app/web", "tags": ["v1", "v2"]}, {"name": "app/worker", "tags": ["v1"]}]
+    config = _config(tmp_path, [{"url": url, "max_retries": 0, "images": images}])
+    result = run_cli("once", "--config", str(config))
+    assert result.returncode == 1, result.stderr[-2000:]
+    exp = Exposition.parse(result.stdout)
+    source = f"registry:{url.removeprefix('http://')}"
+    assert exp.by("ci_pipeline_exporter_poll_errors_total", "reason", source=source) == {
+        ("transport",): 1.0
+    }
+    assert exp.total("ci_pipeline_exporter_up", source=source) == 0
+    assert "image skipped" not in result.stderr
+
+
 @pytest.mark.integration
 def test_basic_auth_credentials_never_printed(tmp_path: Path) -> None:
     """htpasswd (Basic) registry with credentials from the environment: sizes are read, and the

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from exporter import metrics as m
 from simulator.github import Faults, GitHubSimulator
 from tests.helpers import TOKEN, Exposition, exporter_cmd, free_port, serve, wait_for
 
@@ -42,6 +43,32 @@ def test_endpoints(
         assert httpx.get(f"{url}/healthz").text == "ok\n"
         assert 'href="metrics"' in httpx.get(f"{url}/").text
         assert httpx.get(f"{url}/nope").status_code == 404
+
+
+def test_metrics_vary_and_fold_counters_from_zero(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """/metrics says `Vary: Accept, Accept-Encoding` (gzip or not: a cache must not hand a gzip
+    body to a client that can't read it), and the fold and expiry counters are there at 0 for
+    every metric they can count before anything folded, so rate() sees the first one."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with serve(config_file, port, env, tmp_path / "log"):
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 20, message="ready")
+        packed = httpx.get(f"{url}/metrics", headers={"Accept-Encoding": "gzip"})
+        plain = httpx.get(f"{url}/metrics", headers={"Accept-Encoding": "identity"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in plain.headers
+    for response in (packed, plain):
+        vary = {v.strip().lower() for v in response.headers["vary"].split(",")}
+        assert {"accept", "accept-encoding"} <= vary
+    assert "ci_pipeline_exporter_up" in packed.text  # httpx decoded the gzip body
+    exp = Exposition.parse(plain.text)
+    dropped = exp.by("ci_pipeline_exporter_series_dropped_total", "metric")
+    expired = exp.by("ci_pipeline_exporter_series_expired_total", "metric")
+    assert dropped == {(s.name,): 0.0 for s in m.ALL_METRICS if s.foldable}
+    domain = [s for s in m.ALL_METRICS if s not in m.EXPORTER_METRICS]
+    assert expired == {(s.name,): 0.0 for s in domain}
 
 
 def test_sigterm_exits_zero_and_keeps_state(

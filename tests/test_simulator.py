@@ -4,6 +4,8 @@ result cap, faults and the ground truth record."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 from typing import Any
 
 import httpx
@@ -13,7 +15,7 @@ from exporter.timeutil import format_timestamp, parse_timestamp
 from simulator.github import Faults, GitHubSimulator
 from simulator.model import Timeline
 from simulator.scenarios import SCENARIOS
-from tests.helpers import TOKEN
+from tests.helpers import ROOT, TOKEN, run_cli, simulator_cmd
 from tests.schemas import ResponseValidator, validated_simulator
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -214,3 +216,27 @@ def test_late_rerun_keeps_created_at(sim: GitHubSimulator) -> None:
         assert [a["attempt"] for a in truth] == [1, 2]
         assert {a["created_at"] for a in truth} == {old.created_at}
         assert rerun(old.id + 1).status_code == 404
+
+
+def test_simulate_serves_a_registry_too() -> None:
+    """`python -m simulator simulate` prints the registry's URL beside the GitHub API's, and
+    `analyze image` reads an image from it (it had no registry, so `registries:` couldn't be
+    tried against it)."""
+    process = subprocess.Popen(
+        simulator_cmd("simulate", "--log-format", "json"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        urls = json.loads(process.stdout.readline())
+        assert httpx.get(f"{urls['url']}/rate_limit", headers=AUTH).status_code in (200, 401)
+        ref = f"{urls['registry_url']}/acme/webapp/web:latest"
+        result = run_cli("analyze", "image", ref, "--json")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "acme/webapp/web" in result.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)

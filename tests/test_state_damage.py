@@ -79,9 +79,10 @@ def _config(tmp_path: Path, sim: GitHubSimulator, **state: object) -> Path:
 def test_a_damaged_file_is_moved_aside_and_rebuilt(
     sim: GitHubSimulator, tmp_path: Path, env: dict[str, str], damage: str
 ) -> None:
-    """By default (state.on_damage: rebuild) a damaged file is kept as `<path>.damaged-<time>`, a
-    loud error is logged, the rebuild is counted, and the metrics come back from the lookback
-    window (= truth): the pod stays useful, nothing is silently lost."""
+    """By default (state.on_damage: rebuild) a damaged file is kept as `<path>.damaged-<time>`
+    with no stray -wal/-shm, a loud error is logged, the rebuild is counted (until the next
+    restart), and the metrics come back from the lookback window (= truth): the pod stays
+    useful, nothing is silently lost."""
     config = _config(tmp_path, sim)
     assert run_cli("once", "--config", str(config), env=env).returncode == 0
     DAMAGE[damage](tmp_path / "s.db")
@@ -91,9 +92,15 @@ def test_a_damaged_file_is_moved_aside_and_rebuilt(
     assert "state file damaged" in result.stderr
     kept = list(tmp_path.glob("s.db.damaged-*"))
     assert kept, "the damaged file is kept for inspection"
+    # Nothing else: no -wal/-shm the integrity check itself left beside the kept file.
+    assert sorted(p.name for p in tmp_path.glob("s.db*")) == ["s.db", kept[0].name]
     exp = Exposition.parse(result.stdout)
     assert exp.total("ci_pipeline_exporter_state_rebuilds_total") == 1
     assert_matches_truth(exp, sim.truth())
+    # The counter counts since the process started, as its help says.
+    again = run_cli("once", "--config", str(config), env=env)
+    assert Exposition.parse(again.stdout).total("ci_pipeline_exporter_state_rebuilds_total") == 0
+    assert "Counts since the process started" in again.stdout
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])

@@ -21,7 +21,16 @@ from exporter.webhooks.signature import verify
 from simulator.github import GitHubSimulator
 from simulator.webhooks import events_between
 from tests.conftest import START
-from tests.helpers import REFERENCE, TOKEN, free_port, run_cli, scrape, serve, wait_for
+from tests.helpers import (
+    REFERENCE,
+    TOKEN,
+    free_port,
+    printed_secrets,
+    run_cli,
+    scrape,
+    serve,
+    wait_for,
+)
 from tests.hooks import HOOK_ENV, SECRET, deliver, hooks_config, signature
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
@@ -246,8 +255,8 @@ def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> 
     config, _ = hooks_config(tmp_path, sim)
     shown = run_cli("check-config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **HOOK_ENV})
     assert shown.returncode == 0, shown.stderr
-    effective = yaml.safe_load(shown.stdout)
-    assert effective["secrets"]["github.webhooks.secret"] == "<redacted> from $TEST_WEBHOOK_SECRET"
+    secrets = printed_secrets(shown.stdout)
+    assert secrets["github.webhooks.secret"] == "<redacted> from $TEST_WEBHOOK_SECRET"
     assert SECRET not in shown.stdout
     missing = run_cli("serve", "--config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN})
     assert missing.returncode == 2

@@ -7,7 +7,7 @@ import time
 
 from exporter import metrics as m
 from exporter.analysis.workflow import WorkflowGraph
-from exporter.collector import bucket_bounds, target_bounds
+from exporter.collector import BucketBounds
 from exporter.config import Config
 from exporter.report.inputs import Period, ReportInput
 from exporter.report.samples import Hist, Samples
@@ -23,13 +23,13 @@ METRICS = (*m.PIPELINE_METRICS, *m.BUILD_METRICS, *m.TEST_METRICS, *m.IMAGE_METR
 
 
 def samples_of(aggregates: Aggregates, config: Config) -> Samples:
-    extra = target_bounds(config)
+    bucket_bounds = BucketBounds(config)
     samples = Samples()
     for spec in METRICS:
-        bounds = bucket_bounds(spec, extra) if spec.type == "histogram" else ()
         for values, series in aggregates.series_of(spec.name):
             named = dict(zip(spec.labels, values, strict=True))
             if isinstance(series, HistogramSeries):
+                bounds = bucket_bounds(spec, values) if spec.type == "histogram" else ()
                 counts = cumulative(LAYOUTS[spec.name], series.slots, bounds)
                 hist = Hist(
                     tuple(bounds), tuple(map(float, counts)), float(series.count), series.sum

@@ -71,6 +71,9 @@ class Database:
                 # until it is fixed, then the connection is opened again.
                 log.error("state file not writable", path=self.path, error=str(exc))
                 self._reopen = True
+            except sqlite3.DatabaseError:
+                db.close()  # damaged: let go of it (and the -wal/-shm just made) before it moves
+                raise
         return db
 
     def _open_checked(self) -> sqlite3.Connection:
@@ -86,6 +89,7 @@ class Database:
                 ) from None
             if file.exists() and file.stat().st_size == 0:
                 raise _Damaged("the file is empty: its state was lost")
+        db: sqlite3.Connection | None = None
         try:
             db = self._connect()
             status = db.execute("PRAGMA quick_check(1)").fetchone()[0]
@@ -94,6 +98,8 @@ class Database:
                 raise _Damaged(f"integrity check: {status}")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
             if _is_write_problem(exc):
                 raise StateError(f"state.path: {self.path}: {exc}") from None
             raise _Damaged(str(exc)) from None

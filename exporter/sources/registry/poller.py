@@ -14,7 +14,7 @@ from exporter.analysis.images import PlatformImage, set_sizes
 from exporter.config import ImageConfig, RegistryConfig
 from exporter.logging import get_logger
 from exporter.observations import replace_unit
-from exporter.sources.errors import NotFound, SourceError
+from exporter.sources.errors import NotFound, SourceError, TransportError
 from exporter.sources.github.poller import LatestSuccess, latest_success_key
 from exporter.sources.registry.client import RegistryClient
 from exporter.store import StateRecord, Store
@@ -74,11 +74,13 @@ class RegistryPoller:
         result = RegistryPollResult()
         state = self.store.records.get(self.source, RegistryTags)
         errors: list[SourceError] = []
-        wanted: set[str] = set()
-        for image in self.config.images:
-            for label in image.tags:
-                wanted.add(f"{image.name}:{label}")
-                self._poll_tag(image, label, state, result, errors)
+        wanted = {f"{image.name}:{label}" for image in self.config.images for label in image.tags}
+        for image, label in [(i, label) for i in self.config.images for label in i.tags]:
+            self._poll_tag(image, label, state, result, errors)
+            if errors and isinstance(errors[-1], TransportError):
+                # The registry can't be reached: every other tag would fail the same way. One
+                # failure, counted once; their last values stay.
+                break
         for key in [k for k in state.tags if k not in wanted]:
             name, _, label = key.rpartition(":")
             self._write_tag(name, label, [])
