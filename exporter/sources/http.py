@@ -21,7 +21,7 @@ from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from exporter.config import is_loopback
 from exporter.logging import get_logger
-from exporter.sources.errors import RedirectRefused, TooLarge
+from exporter.sources.errors import MalformedResponse, RedirectRefused, TooLarge
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -136,8 +136,14 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
 # -- redirects ---------------------------------------------------------------------------------------
 def redirect_target(base: str, location: str) -> str:
     """An absolute redirect target that may be fetched: https, or http to a loopback host."""
-    target = urljoin(base, location)
-    parts = urlsplit(target)
+    try:
+        target = urljoin(base, location)
+        parts = urlsplit(target)
+        _ = parts.port  # out of range or not a number: ValueError
+        httpx.URL(target)
+    except (ValueError, httpx.InvalidURL):
+        # The message never repeats the URL: a signed link carries its credentials.
+        raise MalformedResponse("redirect to a URL that can't be parsed") from None
     if parts.scheme == "https" and parts.hostname:
         return target
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
@@ -146,12 +152,16 @@ def redirect_target(base: str, location: str) -> str:
 
 
 def same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme, pa.hostname, pa.port or _port(pa.scheme)) == (
-        pb.scheme,
-        pb.hostname,
-        pb.port or _port(pb.scheme),
-    )
+    """Same scheme, host and port; a URL that can't be parsed (a port out of range) is not."""
+    try:
+        pa, pb = urlsplit(a), urlsplit(b)
+        return (pa.scheme, pa.hostname, pa.port or _port(pa.scheme)) == (
+            pb.scheme,
+            pb.hostname,
+            pb.port or _port(pb.scheme),
+        )
+    except ValueError:
+        return False
 
 
 def _port(scheme: str) -> int:
