@@ -280,3 +280,25 @@ def test_serve_prunes_observed_ids(
     finally:
         _stop(process)
         db.close()
+
+
+def test_a_second_process_on_the_same_state_file_is_refused(
+    sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """While `serve` uses a state file, a second `serve` or `once` on it would count every run
+    again in its own memory and overwrite the first one's rows: it is refused with one line naming
+    state.path, exit 2, no traceback; once the first has stopped, the file is free again."""
+    config = _config(tmp_path, sim)
+    port = free_port()
+    process = _serve(config, port, env, tmp_path / "log", None)
+    try:
+        for command in (["once"], ["serve", "--listen", f"127.0.0.1:{free_port()}"]):
+            result = run_cli(*command, "--config", str(config), env=env, timeout=60)
+            assert result.returncode == 2, result.stderr[-2000:]
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.stderr[-2000:]
+            assert lines[0].startswith("ci-pipeline-exporter: state error: state.path: ")
+            assert "in use by another exporter process" in lines[0]
+    finally:
+        _stop(process)
+    assert run_cli("once", "--config", str(config), env=env).returncode == 0
