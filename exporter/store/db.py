@@ -212,7 +212,7 @@ def _lock_file(path: str) -> int | None:
             fd = os.open(name, flags | os.O_CLOEXEC, 0o644)
             break
         except OSError as exc:
-            error = exc.strerror
+            error = exc.strerror or str(exc)
     if fd is None:
         log.warning("state file used without its lock", path=name, error=error)
         return None
