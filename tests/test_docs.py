@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import yaml
+
 from exporter import docgen
 from exporter import metrics as m
+from exporter.config import LimitsConfig, validate_config
 from tests.helpers import ROOT
 
 
@@ -45,3 +48,13 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make demo" in head
     assert "make test" in head
     assert "docs/metrics.md" in readme
+
+
+def test_readme_sample_limits_are_the_defaults() -> None:
+    """The README's sample config shows `limits` at their defaults, as its comments say: a
+    reader sizing a deployment from it gets the exporter's real caps."""
+    readme = (ROOT / "README.md").read_text()
+    sample = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = validate_config({"limits": yaml.safe_load(sample)["limits"]}).limits
+    assert shown == LimitsConfig()
+    assert f"`limits.max_series_per_metric` ({LimitsConfig().max_series_per_metric:,};" in readme

@@ -49,7 +49,7 @@ class Store:
     def __init__(
         self,
         path: str | Path,
-        max_series_per_metric: int = 5000,
+        max_series_per_metric: int = 50_000,  # the config's default
         *,
         on_damage: OnDamage = "rebuild",
         clock: Callable[[], float] = time.time,
