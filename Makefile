@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.scale --sizes 1,50,500 --write-doc
 	$(BIN)/python -m bench.freshness --repositories 50 --interval 10 --seconds 90 --write-doc
 	$(BIN)/python -m bench.series --sizes 200,500 --write-doc
+	$(BIN)/python -m bench.series --long-history 500 --write-doc
 
 docs: $(STAMP)
 	$(BIN)/python -m exporter.docgen
