@@ -127,6 +127,14 @@ def install_sigterm(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def wait_for_stop(stop: threading.Event) -> None:
+    """Until SIGTERM or SIGINT, in short waits: the kernel may hand the signal to any thread, and
+    Python runs its handler on the main thread only when that thread runs again (a plain
+    `stop.wait()` could sleep through it for ever)."""
+    while not stop.wait(0.5):
+        pass
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(yaml.safe_dump(effective_config(config), sort_keys=False), end="")
@@ -159,7 +167,7 @@ def exit_now(code: int) -> None:
 
 def serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> int:
     app.start(listen)
-    stop.wait()
+    wait_for_stop(stop)
     log.info("stopping")
     if not app.stop():
         log.warning("a poll outlived the grace period; leaving without it")

@@ -17,6 +17,7 @@ from exporter.cli import (
     exit_now,
     install_sigterm,
     log_options,
+    wait_for_stop,
 )
 from exporter.config import DEFAULT_LISTEN, ConfigError, parse_listen
 from exporter.logging import configure_logging
@@ -79,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"(scenario {args.scenario}; GitHub simulator at {demo.github_url})",
         flush=True,
     )
-    stop.wait()
+    wait_for_stop(stop)
     demo.stop()
     exit_now(EXIT_OK)
     return EXIT_OK
@@ -109,7 +110,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(json.dumps({"url": sim.url}), flush=True)
     stop = threading.Event()
     install_sigterm(stop)
-    stop.wait()
+    wait_for_stop(stop)
     sim.stop()
     return EXIT_OK
 
