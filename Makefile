@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.freshness --repositories 50 --interval 10 --seconds 90 --write-doc
 	$(BIN)/python -m bench.series --sizes 200,500 --write-doc
 	$(BIN)/python -m bench.webhooks --repositories 50 --seconds 90 --write-doc
+	$(BIN)/python -m bench.series --long-history 500 --write-doc
 
 docs: $(STAMP)
 	$(BIN)/python -m exporter.docgen

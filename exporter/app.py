@@ -91,6 +91,19 @@ def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
     )
 
 
+def source_keeper(config: Config) -> Callable[[str], bool]:
+    """Whether a source's stored state (records, pending tasks, observed ids) belongs to a
+    repository or registry this exporter (shard) still polls; other kinds of source are kept."""
+    repos = {r.name for r in config.github.repositories} if config.github else set()
+    owned = {f"github:{name}" for name in repos} | {f"registry:{r.host}" for r in config.registries}
+
+    def keep(source: str) -> bool:
+        kind = source.split(":", 1)[0]
+        return kind not in ("github", "registry") or source in owned
+
+    return keep
+
+
 def keeper(config: Config) -> Callable[[str, Labels], bool]:
     """Whether a stored series belongs to a source this exporter (shard) still has."""
     owned = {
@@ -150,6 +163,9 @@ class App:
         repositories = {r.name for r in config.github.repositories} if config.github else set()
         if self.store.cases.remove_repositories(repositories):
             log.info("flaky-test histories of repositories no longer configured removed")
+        forgotten = self.store.forget_sources(source_keeper(config))
+        if forgotten:
+            log.info("state of sources no longer configured removed", sources=forgotten)
         self.exposition = Exposition(self.store, config, self.registry)
         self.jobs: list[SourceJob] = []
         self.pollers: list[RepositoryPoller] = []

@@ -163,6 +163,14 @@ def install_sigterm(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def wait_for_stop(stop: threading.Event) -> None:
+    """Until SIGTERM or SIGINT, in short waits: the kernel may hand the signal to any thread, and
+    Python runs its handler on the main thread only when that thread runs again (a plain
+    `stop.wait()` could sleep through it for ever)."""
+    while not stop.wait(0.5):
+        pass
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """The effective config on stdout, loadable as a config again: where each secret comes from
     is a block of YAML comments. Exit 0 with a missing secret (CI may validate without it), but
@@ -209,7 +217,7 @@ def exit_now(code: int) -> None:
 
 def serve_until_stopped(app: Any, listen: str | None, stop: threading.Event) -> int:
     app.start(listen)
-    stop.wait()
+    wait_for_stop(stop)
     log.info("stopping")
     if not app.stop():
         log.warning("a poll outlived the grace period; leaving without it")

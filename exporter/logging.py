@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -26,20 +27,36 @@ REDACTED = "<redacted>"
 
 
 class SecretRegistry:
-    """Values known to be secret (tokens read from the environment); scrubbed from every log line."""
+    """Values known to be secret (tokens read from the environment); scrubbed from every log line.
+    Configured secrets are kept for the process's life; rotating ones (installation tokens, JWTs,
+    registry tokens, minted again and again) only the most recent `keep_rotating`: an expired
+    one is worth little, and the set must not grow (nor every log line's scrub slow) for ever."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_rotating: int = 64) -> None:
         self._values: set[str] = set()
+        self._rotating: OrderedDict[str, None] = OrderedDict()
+        self._keep = keep_rotating
         self._lock = threading.Lock()
 
-    def add(self, value: str | None) -> None:
-        if value and len(value) >= 4:
-            with self._lock:
+    def add(self, value: str | None, *, rotating: bool = False) -> None:
+        if not value or len(value) < 4:
+            return
+        with self._lock:
+            if not rotating:
                 self._values.add(value)
+                return
+            self._rotating[value] = None
+            self._rotating.move_to_end(value)
+            while len(self._rotating) > self._keep:
+                self._rotating.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values | self._rotating.keys())
 
     def scrub(self, text: str) -> str:
         with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
+            values = sorted(self._values | self._rotating.keys(), key=len, reverse=True)
         for value in values:
             if value in text:
                 text = text.replace(value, REDACTED)

@@ -19,6 +19,7 @@ from exporter.cli import (
     exit_now,
     install_sigterm,
     log_options,
+    wait_for_stop,
 )
 from exporter.config import DEFAULT_LISTEN, ConfigError, parse_listen
 from exporter.logging import configure_logging
@@ -95,7 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"sending webhooks to {demo.webhook_url})",
         flush=True,
     )
-    stop.wait()
+    wait_for_stop(stop)
     demo.stop()
     exit_now(EXIT_OK)
     return EXIT_OK
@@ -138,7 +139,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(json.dumps({"url": sim.url, "registry_url": registry.url}), flush=True)
     stop = threading.Event()
     install_sigterm(stop)
-    stop.wait()
+    wait_for_stop(stop)
     if sender is not None:
         sender.stop()
     registry.stop()

@@ -19,6 +19,7 @@ from exporter.sources.errors import (
     MalformedResponse,
     RateLimited,
     ServerError,
+    SourceError,
     TooLarge,
     TransportError,
 )
@@ -123,7 +124,11 @@ def test_next_on_another_origin_is_malformed_and_gets_no_token() -> None:
         seen.append(str(request.url))
         return _paged(3, lambda n: f"http://127.0.0.1:9/steal?page={n}")(request)
 
-    for other in ("http://ghe.example/api/v3/x", "https://ghe.example:8443/api/v3/x"):
+    for other in (
+        "http://ghe.example/api/v3/x",
+        "https://ghe.example:8443/api/v3/x",
+        "https://ghe.example:99999/api/v3/x",  # a port out of range: not our origin either
+    ):
 
         def elsewhere(page: int, origin: str = other) -> str:
             return f"{origin}?page={page}"
@@ -374,3 +379,53 @@ def test_a_pause_is_logged_once_and_readiness_stays_honest() -> None:
     budget.blocked_until = 0.0
     assert runner.run(github)
     assert readiness.snapshot()["github:a/b"] == "ok"
+
+
+@pytest.mark.parametrize("reset", ["nan", "inf", "1e400", "-inf"])
+def test_a_reset_that_is_not_a_finite_number_pauses_nothing_for_ever(reset: str) -> None:
+    """`x-ratelimit-reset: nan` (or infinite) with nothing remaining is no reset at all: the
+    budget never answers "paused until nan", and an hour later requests flow."""
+    headers = {
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-limit": "5000",
+        "x-ratelimit-reset": reset,
+    }
+    client, _ = client_for(lambda r: httpx.Response(200, json={}, headers=headers))
+    client.get_json("/x")
+    later = time.time() + MAX_WAIT + 1
+    paused = client.budget.paused_until()
+    assert paused is None or time.time() <= paused <= later
+    assert client.budget.paused_until(later) is None
+    assert client.budget.slowdown(later) < float("inf")
+
+
+@pytest.mark.parametrize(
+    ("location", "error"),
+    [
+        ("https://127.0.0.1:99999/x", MalformedResponse),
+        ("https://storage.example:-1/x", MalformedResponse),
+        # httpx itself refuses this Location while reading the API's answer: a protocol error,
+        # retried like one (a bounded number of times), never an unexpected exception.
+        ("https://[::1/x", TransportError),
+    ],
+)
+def test_a_redirect_that_cannot_be_parsed_is_malformed(
+    location: str, error: type[SourceError]
+) -> None:
+    """A log or artifact redirect to a URL with a port out of range or a broken IPv6 host is
+    malformed (a permanent skip), never an unexpected exception and never fetched."""
+    fetched: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "ghe.example":
+            return httpx.Response(302, headers={"location": location})
+        fetched.append(str(request.url))
+        return httpx.Response(200, content=b"log")
+
+    client, _ = client_for(handler, retries=0)
+    with (
+        pytest.raises(error),
+        client.download("/repos/a/b/actions/jobs/1/logs", "log", 100),
+    ):
+        pass
+    assert fetched == []

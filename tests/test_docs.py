@@ -10,6 +10,7 @@ import yaml
 from exporter import docgen
 from exporter import metrics as m
 from exporter.cli import build_parser
+from exporter.config import LimitsConfig, validate_config
 from exporter.timeutil import _UNIT_SECONDS, parse_duration
 from tests.helpers import ROOT
 
@@ -97,3 +98,13 @@ def test_readme_lists_every_alert() -> None:
     readme = (ROOT / "README.md").read_text()
     assert alerts
     assert not {a for a in alerts if a not in readme}
+
+
+def test_readme_sample_limits_are_the_defaults() -> None:
+    """The README's sample config shows `limits` at their defaults, as its comments say: a
+    reader sizing a deployment from it gets the exporter's real caps."""
+    readme = (ROOT / "README.md").read_text()
+    sample = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = validate_config({"limits": yaml.safe_load(sample)["limits"]}).limits
+    assert shown == LimitsConfig()
+    assert f"`limits.max_series_per_metric` ({LimitsConfig().max_series_per_metric:,};" in readme

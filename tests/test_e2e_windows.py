@@ -8,6 +8,7 @@ runs relative to the wall clock's hours and durations so both clocks tell the sa
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -151,7 +152,9 @@ def test_windows_split_below_the_search_cap(tmp_path: Path, env: dict[str, str])
 
 
 def test_removed_repository_series_disappear(tmp_path: Path, env: dict[str, str]) -> None:
-    """After a repository is removed from the config, none of its series is exported."""
+    """After a repository is removed from the config, none of its series is exported and the
+    state file keeps nothing of it (records, pending tasks, observed ids); added back, it starts
+    afresh from the lookback window and its metrics equal truth again."""
     repos = ["acme/webapp", "acme/api"]
     with validated_simulator("seed", seed=2, token=TOKEN, repositories=tuple(repos)) as sim:
         config = write_config(
@@ -160,6 +163,7 @@ def test_removed_repository_series_disappear(tmp_path: Path, env: dict[str, str]
         both = Exposition.parse(run_cli("once", "--config", str(config), env=env).stdout)
         assert both.select("cicd_pipeline_run_duration_seconds_count", repository="acme/api")
         data = yaml.safe_load(config.read_text())
+        configured = data["github"]["repositories"]
         data["github"]["repositories"] = [{"name": "acme/webapp"}]
         config.write_text(yaml.safe_dump(data))
         one = run_cli("once", "--config", str(config), env=env)
@@ -167,3 +171,12 @@ def test_removed_repository_series_disappear(tmp_path: Path, env: dict[str, str]
         assert Exposition.parse(one.stdout).select(
             "cicd_pipeline_run_duration_seconds_count", repository="acme/webapp"
         )
+        db = sqlite3.connect(tmp_path / "s.db")
+        for table in ("source_records", "pending", "observed"):
+            rows = db.execute(f"SELECT count(*) FROM {table} WHERE source = 'github:acme/api'")
+            assert rows.fetchone() == (0,), table
+        assert db.execute("SELECT count(*) FROM observed").fetchone()[0] > 0
+        db.close()
+        data["github"]["repositories"] = configured
+        config.write_text(yaml.safe_dump(data))
+        _poll_matches_truth(config, env, sim)

@@ -4,6 +4,10 @@ keeps (step sums and latest values for every step, histograms only for opted-in 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +17,7 @@ from exporter.analysis.pipeline import JobFacts, RunFacts, StepFacts
 from exporter.config import validate_config
 from exporter.exposition import Exposition
 from exporter.observations import Observe, ReplaceGroup, RepositoryPolicy, Unit, attempt_units
-from exporter.store import Store
+from exporter.store import StateWriteError, Store
 from exporter.store.aggregates import Partition, partition_of
 
 
@@ -159,3 +163,37 @@ def test_steps_cost_a_sum_a_count_and_a_latest_value_unless_opted_in() -> None:
     kept = {labels[2] for labels, _ in store.aggregates.series_of(m.JOB_QUEUE.name)}
     assert len(kept) == 4
     assert "other" in kept
+
+
+def test_a_failed_expiry_never_serves_a_stale_rendering(tmp_path: Path) -> None:
+    """When expiry's write fails (disk full), the aggregates are reloaded from the file; later
+    commits must show in the next scrape, not a rendering cached before the failure."""
+    now = [1000.0]
+    store = Store(tmp_path / "s.db", clock=lambda: now[0])
+    exposition = _exposition(store, ["acme/a", "acme/old"])
+    store.commit(_unit("acme/a", 10))
+    assert _run_count(exposition, "acme/a") == 1
+    store.commit(_unit("acme/a", 20))
+    now[0] = 1.0
+    store.commit(_unit("acme/old", 1))  # something for expiry to delete
+    now[0] = 1000.0
+    writes = store.db.run
+
+    def full_disk(action: Any) -> None:
+        raise StateWriteError("state write failed: database or disk is full")
+
+    store.db.run = full_disk  # type: ignore[method-assign]
+    with pytest.raises(StateWriteError):
+        store.expire(before=500.0)
+    store.db.run = writes  # type: ignore[method-assign]
+    store.commit(_unit("acme/a", 30))
+    assert _run_count(exposition, "acme/a") == 3
+
+
+def _run_count(exposition: Exposition, repo: str) -> float:
+    samples = _samples(exposition.render().decode())
+    return sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == f"{m.RUN_DURATION.name}_count" and dict(labels)["repository"] == repo
+    )

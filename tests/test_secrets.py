@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from exporter.logging import SECRETS, configure_logging, get_logger
+from exporter.logging import SECRETS, SecretRegistry, configure_logging, get_logger
 from simulator.github import Faults, GitHubSimulator
 from tests.helpers import TOKEN, run_cli
 
@@ -67,3 +67,15 @@ def test_scrubbing_of_log_events() -> None:
     assert "eyJabcdefghij" not in text
     assert lines[0]["token"] == "<redacted>"
     assert "ok=1" in lines[0]["url"]
+
+
+def test_rotating_secrets_are_bounded_and_configured_ones_kept() -> None:
+    """An installation or registry token minted every few minutes for months leaves the registry
+    bounded: the most recent rotating values and every configured secret are still scrubbed."""
+    registry = SecretRegistry(keep_rotating=64)
+    registry.add("configured-token-0001")
+    for index in range(10_000):
+        registry.add(f"registry-token-{index:06d}", rotating=True)
+    assert len(registry) == 65
+    text = registry.scrub("configured-token-0001 registry-token-009999 registry-token-000001")
+    assert text == "<redacted> <redacted> registry-token-000001"  # long expired, forgotten

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -210,3 +212,31 @@ def test_stalled_requests_do_not_pin_threads(
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_sigterm_received_by_any_thread_stops_serve(
+    sim: GitHubSimulator, config_file: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The kernel hands a process's SIGTERM to any of its threads; Python runs the handler on the
+    main thread only when that thread next runs bytecode. Delivered to a worker thread (as `kill`
+    may do), SIGTERM still stops serve at once, with exit 0."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        exporter_cmd("serve", "--config", str(config_file), "--listen", f"127.0.0.1:{port}"),
+        env={**env, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 30, message="ready")
+        threads = [int(t) for t in os.listdir(f"/proc/{process.pid}/task")]
+        worker = max(t for t in threads if t != process.pid)
+        assert libc.tgkill(process.pid, worker, signal.SIGTERM) == 0
+        _, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err[-2000:]

@@ -3,9 +3,11 @@ pruning, schema versions and migration."""
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -307,3 +309,82 @@ def test_schema_1_state_migrates(tmp_path: Path) -> None:
     assert store.is_observed("attempt", "acme/webapp/1/1")
     window = store.records.get("github:acme/webapp", RunWindow)
     assert (window.watermark, window.last_poll) == (42.0, 50.0)
+
+
+def test_a_unit_of_many_new_series_is_planned_in_linear_work() -> None:
+    """Committing one unit that creates thousands of series looks each one up a bounded number
+    of times (the cap check keeps running counts), not once per series already planned."""
+    store = Store(":memory:", max_series_per_metric=100_000)
+    lookups = [0]
+    original = store.aggregates.get
+
+    def counted(metric: str, labels: tuple[str, ...]) -> object:
+        lookups[0] += 1
+        return original(metric, labels)
+
+    store.aggregates.get = counted  # type: ignore[method-assign,assignment]
+    items = [
+        Observe(m.STEP_DURATION, ("r", "CI", f"job{j}", f"step{s}", "success"), 1.0)
+        for j in range(40)
+        for s in range(50)
+    ]
+    store.commit(unit(*items))
+    assert store.aggregates.count(m.STEP_DURATION.name) == 2000
+    assert lookups[0] <= 10 * len(items)
+
+
+def test_a_long_history_histogram_costs_bytes_per_used_slot(tmp_path: Path) -> None:
+    """A run histogram that has seen every fine slot (months of runs from seconds to a day) is
+    held in about 8 bytes per used slot once loaded, not a dict entry (~60 bytes) per slot; it
+    still renders every grid bound exactly."""
+    layout = FineLayout()
+    every = {slot: 2 for slot in range(layout.slot(86400) + 1)}
+    path = tmp_path / "s.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(
+        "INSERT INTO series VALUES (?, ?, 0, ?, ?, ?, 0, 0)",
+        (RUN, json.dumps(list(LABELS)), 1.0, 2 * len(every), json.dumps(every)),
+    )
+    db.commit()
+    db.close()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = Store(path)
+        gc.collect()  # what loading left behind, not garbage still waiting for the collector
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    series = hist(store, RUN, LABELS)
+    assert len(series.slots) == len(every) > 8000
+    assert held < 12 * len(every) + 64 * 1024
+    assert cumulative(layout, series.slots, [0, 600, 7200, 7260, 86400]) == [
+        2,
+        2 * 601,
+        2 * 7201,
+        2 * 7202,
+        2 * len(every),
+    ]
+
+
+def test_a_scoped_cap_after_expiry_counts_only_real_values() -> None:
+    """After an expiry rebuilds the per-scope caps, the folded `other` series takes no slot of
+    the cap: with 3 suites allowed and 2 left, a new suite gets its own series."""
+    now = [1000.0]
+    store = Store(":memory:", clock=lambda: now[0])
+    store.commit(
+        unit(
+            *(Observe(m.TEST_SUITE_DURATION, ("r", "CI", f"app{i}"), 1.0) for i in range(5)),
+            limits={"suites": 3},
+        )
+    )
+    now[0] = 5000.0
+    kept = [Observe(m.TEST_SUITE_DURATION, ("r", "CI", f"app{i}"), 1.0) for i in (1, 2)]
+    store.commit(unit(*kept, Observe(m.TEST_SUITE_DURATION, ("r", "CI", "other"), 1.0)))
+    assert store.expire(2000.0)[m.TEST_SUITE_DURATION.name] == 1  # app0
+    store.commit(
+        unit(Observe(m.TEST_SUITE_DURATION, ("r", "CI", "app9"), 1.0), limits={"suites": 3})
+    )
+    suites = {labels[2] for labels, _ in store.aggregates.series_of(m.TEST_SUITE_DURATION.name)}
+    assert suites == {"app1", "app2", "app9", "other"}

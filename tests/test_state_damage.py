@@ -92,8 +92,9 @@ def test_a_damaged_file_is_moved_aside_and_rebuilt(
     assert "state file damaged" in result.stderr
     kept = list(tmp_path.glob("s.db.damaged-*"))
     assert kept, "the damaged file is kept for inspection"
-    # Nothing else: no -wal/-shm the integrity check itself left beside the kept file.
-    assert sorted(p.name for p in tmp_path.glob("s.db*")) == ["s.db", kept[0].name]
+    # Nothing else: no -wal/-shm the integrity check itself left beside the kept file (the
+    # lock file is the store's own, kept for the next process).
+    assert sorted(p.name for p in tmp_path.glob("s.db*")) == ["s.db", kept[0].name, "s.db.lock"]
     exp = Exposition.parse(result.stdout)
     assert exp.total("ci_pipeline_exporter_state_rebuilds_total") == 1
     assert_matches_truth(exp, sim.truth())
@@ -287,3 +288,25 @@ def test_serve_prunes_observed_ids(
     finally:
         _stop(process)
         db.close()
+
+
+def test_a_second_process_on_the_same_state_file_is_refused(
+    sim: GitHubSimulator, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """While `serve` uses a state file, a second `serve` or `once` on it would count every run
+    again in its own memory and overwrite the first one's rows: it is refused with one line naming
+    state.path, exit 2, no traceback; once the first has stopped, the file is free again."""
+    config = _config(tmp_path, sim)
+    port = free_port()
+    process = _serve(config, port, env, tmp_path / "log", None)
+    try:
+        for command in (["once"], ["serve", "--listen", f"127.0.0.1:{free_port()}"]):
+            result = run_cli(*command, "--config", str(config), env=env, timeout=60)
+            assert result.returncode == 2, result.stderr[-2000:]
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.stderr[-2000:]
+            assert lines[0].startswith("ci-pipeline-exporter: state error: state.path: ")
+            assert "in use by another exporter process" in lines[0]
+    finally:
+        _stop(process)
+    assert run_cli("once", "--config", str(config), env=env).returncode == 0

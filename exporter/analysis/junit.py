@@ -9,9 +9,11 @@ class, suite names with a `-YYYYMMDDHHMMSS` suffix), nested `<testsuites>`.
 from __future__ import annotations
 
 import io
+import lzma
 import math
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
@@ -24,6 +26,21 @@ from defusedxml.sax import make_parser
 CaseResult = Literal["passed", "failed", "error", "skipped"]
 RESULTS: tuple[CaseResult, ...] = ("passed", "failed", "error", "skipped")
 _TIMESTAMP_SUFFIX = re.compile(r"-\d{14}$")
+# A case's or a suite's seconds are capped here (about 31 years): `time="1e308"` twice must not
+# sum to infinity, which no histogram can observe.
+MAX_SECONDS = 1e9
+# What a damaged or unusual zip member raises while it is read (bad deflate data, an encrypted
+# member, an unsupported compression method).
+_MEMBER_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 class JUnitError(ValueError):
@@ -50,7 +67,7 @@ class SuiteTotals:
     slowest: list[Case] = field(default_factory=list)
 
     def add(self, case: Case, keep: int) -> None:
-        self.seconds += case.seconds
+        self.seconds = min(MAX_SECONDS, self.seconds + case.seconds)
         self.counts[case.result] += 1
         self.slowest.append(case)
         if len(self.slowest) > keep * 4:
@@ -73,7 +90,7 @@ class Report:
         self.files += other.files
         for name, totals in other.suites.items():
             mine = self.suites.setdefault(name, SuiteTotals())
-            mine.seconds += totals.seconds
+            mine.seconds = min(MAX_SECONDS, mine.seconds + totals.seconds)
             for result, count in totals.counts.items():
                 mine.counts[result] += count
             mine.slowest = sorted(mine.slowest + totals.slowest, key=lambda c: -c.seconds)[
@@ -95,7 +112,7 @@ def _seconds(value: str | None) -> float:
         seconds = float(value or 0)
     except ValueError:
         return 0.0
-    return seconds if seconds >= 0 and math.isfinite(seconds) else 0.0
+    return min(MAX_SECONDS, seconds) if seconds >= 0 and math.isfinite(seconds) else 0.0
 
 
 class _Handler(ContentHandler):
@@ -193,7 +210,7 @@ def parse_zip(
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
         raise JUnitError(f"not a zip archive: {exc}", "artifact_invalid") from None
     report = Report()
     skipped: list[tuple[str, str]] = []
@@ -210,8 +227,10 @@ def parse_zip(
                 if exc.reason == "artifact_too_large":
                     raise
                 skipped.append((exc.reason, f"{info.filename}: {exc}"))
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
-                skipped.append(("junit_invalid", f"{info.filename}: {type(exc).__name__}"))
+            except _MEMBER_ERRORS as exc:
+                module, name = type(exc).__module__, type(exc).__name__
+                kind = name if module == "builtins" else f"{module}.{name}"
+                skipped.append(("junit_invalid", f"{info.filename}: {kind}: {exc}"[:300]))
     return report, skipped
 
 

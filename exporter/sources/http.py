@@ -1,15 +1,18 @@
 """HTTP plumbing shared by every source (GitHub, its storage redirects, OCI registries): one httpx
 client per upstream whose `timeout` bounds a whole request (connect, headers and body, however
-slowly an upstream trickles), bodies read with a size cap, redirects followed by hand only to
-https (or loopback http), and retries with backoff through stamina.
+slowly an upstream trickles), the environment's proxies (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
+NO_PROXY), bodies read with a size cap, redirects followed by hand only to https (or loopback
+http), and retries with backoff through stamina.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -19,9 +22,9 @@ import httpx
 import stamina
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
-from exporter.config import is_loopback
+from exporter.config import ConfigError, is_loopback
 from exporter.logging import get_logger
-from exporter.sources.errors import RedirectRefused, TooLarge
+from exporter.sources.errors import MalformedResponse, RedirectRefused, TooLarge
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -94,12 +97,32 @@ class _DeadlineBackend(httpcore.SyncBackend):
 
 class _DeadlineTransport(httpx.HTTPTransport):
     """httpx's transport with a network backend that honours the thread's deadline (httpx itself
-    only bounds each socket operation, which a slow trickle never exceeds)."""
+    only bounds each socket operation, which a slow trickle never exceeds); through an HTTP(S)
+    proxy when one is given (plain http tunnels nothing, https goes through CONNECT)."""
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, proxy: httpx.Proxy | None = None) -> None:
         super().__init__(limits=limits)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+        ssl_context = httpx.create_ssl_context()
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=_DeadlineBackend(),
+            )
+            return
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=proxy.url.raw_scheme,
+                host=proxy.url.raw_host,
+                port=proxy.url.port,
+                target=proxy.url.raw_path,
+            ),
+            proxy_auth=proxy.raw_auth,
+            proxy_headers=proxy.headers.raw,
+            ssl_context=ssl_context,
+            proxy_ssl_context=proxy.ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -107,10 +130,73 @@ class _DeadlineTransport(httpx.HTTPTransport):
         )
 
 
+class _ProxyRouter(httpx.BaseTransport):
+    """The environment's proxy settings, read as urllib reads them (httpx ignores them once a
+    transport of our own is given): a request goes through the proxy for its scheme (or
+    ALL_PROXY) unless NO_PROXY names its host."""
+
+    def __init__(self, limits: httpx.Limits, proxies: Mapping[str, str]) -> None:
+        self._bypass = [e.strip().lower() for e in proxies.get("no", "").split(",") if e.strip()]
+        self._direct = _DeadlineTransport(limits)
+        self._via = {
+            scheme: _DeadlineTransport(limits, _proxy(scheme, url))
+            for scheme, url in proxies.items()
+            if scheme in ("http", "https", "all")
+        }
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._transport_for(request.url).handle_request(request)
+
+    def _transport_for(self, url: httpx.URL) -> httpx.BaseTransport:
+        via = self._via.get(url.scheme) or self._via.get("all")
+        if via is None or any(_bypassed(url, entry) for entry in self._bypass):
+            return self._direct
+        return via
+
+    def close(self) -> None:
+        for transport in (self._direct, *self._via.values()):
+            transport.close()
+
+
+def _bypassed(url: httpx.URL, entry: str) -> bool:
+    """NO_PROXY as curl reads it: `*`; a host and its subdomains (`example.com`, `.example.com`),
+    optionally with a port; an IP address or network (`10.0.0.0/8`)."""
+    if entry == "*":
+        return True
+    host = url.host.lower()
+    name, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if port and (not port.isdigit() or int(port) != (url.port or _port(url.scheme))):
+        return False
+    name = name.strip("[]").lstrip(".")
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(name, strict=False)
+    except ValueError:
+        return host == name or host.endswith("." + name)
+
+
+def _proxy(scheme: str, url: str) -> httpx.Proxy:
+    """A proxy from `<SCHEME>_PROXY`; ConfigError for one httpx can't use here (the message never
+    repeats the URL: it may carry a password)."""
+    name = f"{scheme.upper()}_PROXY"
+    try:
+        proxy = httpx.Proxy(url if "://" in url else f"http://{url}")
+    except (ValueError, httpx.InvalidURL):
+        raise ConfigError(f"{name}: not a proxy URL") from None
+    if proxy.url.scheme not in ("http", "https"):
+        raise ConfigError(f"{name}: only http:// and https:// proxies are supported")
+    return proxy
+
+
 def make_client(timeout: float, max_connections: int = 16) -> httpx.Client:
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=8)
+    proxies = urllib.request.getproxies_environment()
+    transport: httpx.BaseTransport = (
+        _ProxyRouter(limits, proxies)
+        if any(scheme in proxies for scheme in ("http", "https", "all"))
+        else _DeadlineTransport(limits)
+    )
     return httpx.Client(
-        transport=_DeadlineTransport(limits),
+        transport=transport,
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
@@ -136,8 +222,14 @@ def read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
 # -- redirects ---------------------------------------------------------------------------------------
 def redirect_target(base: str, location: str) -> str:
     """An absolute redirect target that may be fetched: https, or http to a loopback host."""
-    target = urljoin(base, location)
-    parts = urlsplit(target)
+    try:
+        target = urljoin(base, location)
+        parts = urlsplit(target)
+        _ = parts.port  # out of range or not a number: ValueError
+        httpx.URL(target)
+    except (ValueError, httpx.InvalidURL):
+        # The message never repeats the URL: a signed link carries its credentials.
+        raise MalformedResponse("redirect to a URL that can't be parsed") from None
     if parts.scheme == "https" and parts.hostname:
         return target
     if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
@@ -146,12 +238,16 @@ def redirect_target(base: str, location: str) -> str:
 
 
 def same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme, pa.hostname, pa.port or _port(pa.scheme)) == (
-        pb.scheme,
-        pb.hostname,
-        pb.port or _port(pb.scheme),
-    )
+    """Same scheme, host and port; a URL that can't be parsed (a port out of range) is not."""
+    try:
+        pa, pb = urlsplit(a), urlsplit(b)
+        return (pa.scheme, pa.hostname, pa.port or _port(pa.scheme)) == (
+            pb.scheme,
+            pb.hostname,
+            pb.port or _port(pb.scheme),
+        )
+    except ValueError:
+        return False
 
 
 def _port(scheme: str) -> int:

@@ -50,7 +50,7 @@ class Store:
     def __init__(
         self,
         path: str | Path,
-        max_series_per_metric: int = 5000,
+        max_series_per_metric: int = 50_000,  # the config's default
         *,
         on_damage: OnDamage = "rebuild",
         clock: Callable[[], float] = time.time,
@@ -222,6 +222,34 @@ class Store:
                 return {}
             self.db.run(lambda db: _delete(db, doomed))
             return self.aggregates.remove(doomed)
+
+    def forget_sources(self, keep: Callable[[str], bool]) -> list[str]:
+        """Forget every source `keep` rejects (removed from the config, or now another shard's):
+        its records, pending tasks and observed ids, in one transaction. Its series go with
+        `remove_series`, so a source added back starts afresh from the lookback window."""
+        with self._lock:
+            known = {str(s) for (s,) in self.db.read("SELECT DISTINCT source FROM observed")}
+            known |= self.records.sources() | {p.task.source for p in self._pending.values()}
+            doomed = sorted(source for source in known if not keep(source))
+            if not doomed:
+                return []
+
+            def write(db: sqlite3.Connection) -> None:
+                for table in ("source_records", "pending", "observed"):
+                    db.executemany(
+                        f"DELETE FROM {table} WHERE source = ?",
+                        [(source,) for source in doomed],
+                    )
+
+            self.db.run(write)
+            gone = set(doomed)
+            self.records.forget(gone)
+            self._pending = {k: p for k, p in self._pending.items() if p.task.source not in gone}
+            self._observed = {
+                (str(kind), str(key))
+                for kind, key in self.db.read("SELECT kind, key FROM observed")
+            }
+            return doomed
 
     def expire(self, before: float) -> dict[str, int]:
         """Delete series not updated since `before`, counting them per metric in

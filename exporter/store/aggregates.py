@@ -9,6 +9,7 @@ swapped in.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,18 +26,21 @@ from exporter.observations import (
     ReplaceGroup,
     Unit,
 )
-from exporter.store.layouts import Layout, layout_for
+from exporter.store.layouts import EMPTY, Layout, Slots, layout_for
 
 SPECS = {spec.name: spec for spec in m.ALL_METRICS}
 DISTRIBUTIONS = ("histogram", "summary")
 LAYOUTS = {spec.name: layout_for(spec) for spec in m.ALL_METRICS if spec.type in DISTRIBUTIONS}
+# Partition versions, unique in the process: an Aggregates rebuilt from the file (after a failed
+# write) never repeats a version the exposition has cached for other contents.
+_VERSIONS = itertools.count(1)
 
 
 @dataclass(slots=True)
 class HistogramSeries:
-    """A histogram's (or a summary's: one slot) counts per layout slot, with sum and count."""
+    """A histogram's counts per layout slot, with sum and count (a summary: no slots)."""
 
-    slots: dict[int, int] = field(default_factory=dict)
+    slots: Slots = field(default_factory=lambda: EMPTY)
     sum: float = 0.0
     count: int = 0
     updated: float = 0.0
@@ -75,6 +79,8 @@ class Plan:
     deleted: set[SeriesKey] = field(default_factory=set)
     scoped: dict[tuple[str, Labels], set[Labels]] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    # Series each metric gains (or loses) with the plan: the cap check costs O(1) per item.
+    delta: dict[str, int] = field(default_factory=dict)
 
     @property
     def partitions(self) -> set[tuple[str, str]]:
@@ -122,12 +128,15 @@ class Aggregates:
             labels = tuple(json.loads(labels_json_))
             if len(labels) != len(spec.labels):
                 continue  # the metric's labels changed with this version: that series restarts
-            if spec.type in DISTRIBUTIONS:
-                parsed = {int(k): int(v) for k, v in json.loads(slots or "{}").items()}
+            if spec.type == "histogram":
+                parsed = Slots({int(k): int(v) for k, v in json.loads(slots or "{}").items()})
                 self._put(metric, labels, HistogramSeries(parsed, total, count, updated))
+            elif spec.type == "summary":
+                self._put(metric, labels, HistogramSeries(EMPTY, total, count, updated))
             else:
                 self._put(metric, labels, ValueSeries(value, at, updated))
         self._rebuild_scoped()
+        self._bump((name, key) for name, partitions in self._series.items() for key in partitions)
 
     def _put(self, metric: str, labels: Labels, series: Series) -> None:
         partition = self._series[metric].setdefault(partition_of(labels), {})
@@ -153,7 +162,8 @@ class Aggregates:
                 continue
             for labels, _ in self.series_of(name):
                 scope, values = _cap_parts(spec, labels)
-                self._scoped.setdefault((spec.cap.name, scope), set()).add(values)
+                if not _folded(values):  # the fold itself holds no slot of the cap
+                    self._scoped.setdefault((spec.cap.name, scope), set()).add(values)
 
     # -- planning -----------------------------------------------------------------------------------
     def plan(self, unit: Unit, now: float) -> Plan:
@@ -163,7 +173,7 @@ class Aggregates:
         for metric, count in plan.dropped.items():
             key = (m.SERIES_DROPPED.name, (metric,))
             counter = self._value(plan, key)
-            plan.changed[key] = replace(counter, value=counter.value + count, updated=now)
+            self._set(plan, key, replace(counter, value=counter.value + count, updated=now))
         return plan
 
     def _plan_item(self, plan: Plan, item: Item, limits: Mapping[str, int], now: float) -> None:
@@ -174,18 +184,30 @@ class Aggregates:
         current = self._current(plan, key)
         if isinstance(item, Observe):
             assert isinstance(current, HistogramSeries)
-            value = quantize(item.value)
-            slots = dict(current.slots)
-            slot = LAYOUTS[item.spec.name].slot(value)
-            slots[slot] = slots.get(slot, 0) + 1
-            plan.changed[key] = HistogramSeries(slots, current.sum + value, current.count + 1, now)
+            self._observe(plan, key, current, quantize(item.value), now)
         elif isinstance(item, Increment):
             assert isinstance(current, ValueSeries)
-            plan.changed[key] = replace(current, value=current.value + item.amount, updated=now)
+            self._set(plan, key, replace(current, value=current.value + item.amount, updated=now))
         elif isinstance(item, Latest):
             assert isinstance(current, ValueSeries)
             if not self._exists(plan, key) or item.at >= current.at:
-                plan.changed[key] = ValueSeries(float(item.value), item.at, now)
+                self._set(plan, key, ValueSeries(float(item.value), item.at, now))
+
+    def _observe(
+        self, plan: Plan, key: SeriesKey, current: HistogramSeries, value: float, now: float
+    ) -> None:
+        """The plan's own copy of the series is changed in place; a stored one is copied first
+        (the plan must not change what readers see before it is applied)."""
+        summary = SPECS[key[0]].type == "summary"
+        if key in plan.changed:
+            if not summary:
+                current.slots.add(LAYOUTS[key[0]].slot(value))
+            current.sum += value
+            current.count += 1
+            current.updated = now
+            return
+        slots = current.slots if summary else current.slots.added(LAYOUTS[key[0]].slot(value))
+        self._set(plan, key, HistogramSeries(slots, current.sum + value, current.count + 1, now))
 
     def _plan_group(
         self, plan: Plan, item: ReplaceGroup, limits: Mapping[str, int], now: float
@@ -198,12 +220,23 @@ class Aggregates:
                 return
         at = now if item.at is None else item.at
         for labels in members:
-            plan.changed.pop((name, labels), None)
-            plan.deleted.add((name, labels))
+            self._delete(plan, (name, labels))
         for rest, value in item.entries:
             labels = self._fold(plan, item.spec, prefix + rest, limits)
-            plan.deleted.discard((name, labels))
-            plan.changed[(name, labels)] = ValueSeries(float(value), at, now)
+            self._set(plan, (name, labels), ValueSeries(float(value), at, now))
+
+    def _set(self, plan: Plan, key: SeriesKey, series: Series) -> None:
+        if not self._exists(plan, key):
+            plan.delta[key[0]] = plan.delta.get(key[0], 0) + 1
+        plan.deleted.discard(key)
+        plan.changed[key] = series
+
+    def _delete(self, plan: Plan, key: SeriesKey) -> None:
+        if self._exists(plan, key):
+            plan.delta[key[0]] = plan.delta.get(key[0], 0) - 1
+        plan.changed.pop(key, None)
+        if self.get(*key) is not None:
+            plan.deleted.add(key)
 
     def _value(self, plan: Plan, key: SeriesKey) -> ValueSeries:
         found = self._current(plan, key)
@@ -231,15 +264,7 @@ class Aggregates:
         return known - {labels for name, labels in plan.deleted if name == metric}
 
     def _count(self, plan: Plan, metric: str) -> int:
-        added = sum(
-            1 for name, labels in plan.changed if name == metric and self.get(name, labels) is None
-        )
-        gone = sum(
-            1
-            for name, labels in plan.deleted
-            if name == metric and self.get(name, labels) is not None
-        )
-        return self._counts[metric] + added - gone
+        return self._counts[metric] + plan.delta.get(metric, 0)
 
     def _current(self, plan: Plan, key: SeriesKey) -> Series:
         if key in plan.changed:
@@ -270,10 +295,10 @@ class Aggregates:
         assert spec.cap is not None
         scope, values = _cap_parts(spec, labels)
         key = (spec.cap.name, scope)
-        seen = self._scoped.get(key, set()) | plan.scoped.get(key, set())
-        if values in seen:
+        stored, planned = self._scoped.get(key, set()), plan.scoped.get(key, set())
+        if values in stored or values in planned or _folded(values):
             return labels
-        if len(seen) < limit:
+        if len(stored) + len(planned) < limit:  # disjoint: a plan adds only values not stored
             plan.scoped.setdefault(key, set()).add(values)
             return labels
         plan.dropped[spec.name] = plan.dropped.get(spec.name, 0) + 1
@@ -309,7 +334,7 @@ class Aggregates:
 
     def _bump(self, partitions: Iterable[tuple[str, str]]) -> None:
         for key in partitions:
-            self.versions[key] = self.versions.get(key, 0) + 1
+            self.versions[key] = next(_VERSIONS)
 
 
 def _cap_parts(spec: m.MetricSpec, labels: Labels) -> tuple[Labels, Labels]:
@@ -319,6 +344,10 @@ def _cap_parts(spec: m.MetricSpec, labels: Labels) -> tuple[Labels, Labels]:
         tuple(labels[index[name]] for name in spec.cap.scope),
         tuple(labels[index[name]] for name in spec.cap.labels),
     )
+
+
+def _folded(values: Labels) -> bool:
+    return all(value == OTHER for value in values)
 
 
 def _with(spec: m.MetricSpec, labels: Labels, names: tuple[str, ...], value: str) -> Labels:
@@ -331,7 +360,7 @@ def _with(spec: m.MetricSpec, labels: Labels, names: tuple[str, ...], value: str
 def series_row(metric: str, labels: Labels, series: Series) -> tuple[object, ...]:
     labels_text = labels_json(labels)
     if isinstance(series, HistogramSeries):
-        slots = json.dumps(series.slots, separators=(",", ":"))
+        slots = json.dumps(dict(series.slots.items()), separators=(",", ":"))
         return (metric, labels_text, 0.0, series.sum, series.count, slots, 0.0, series.updated)
     return (metric, labels_text, series.value, 0.0, 0, None, series.at, series.updated)
 

@@ -5,6 +5,8 @@ tried afresh, so the exporter recovers once the disk is fixed, without a restart
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -37,7 +39,8 @@ class _Damaged(Exception):
 
 class Database:
     """One connection, serialised by the store's lock. `rebuilt` says whether a damaged file was
-    moved aside at start (to `<path>.damaged-<time>`, kept for inspection)."""
+    moved aside at start (to `<path>.damaged-<time>`, kept for inspection). A file is used by one
+    process at a time: an exclusive lock on `<path>.lock`, held until `close`."""
 
     def __init__(self, path: str, on_damage: OnDamage = "rebuild") -> None:
         self.path = path
@@ -45,15 +48,28 @@ class Database:
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._reopen = False
+        self._held: int | None = None
+        if path != ":memory:":
+            _check_path(path)
+            self._held = _lock_file(path)
+        try:
+            self._open(on_damage)
+        except BaseException:
+            _unlock(self._held)
+            raise
+
+    def _open(self, on_damage: OnDamage) -> None:
         try:
             self._db = self._open_checked()
         except _Damaged as exc:
             if on_damage == "refuse":
-                raise StateError(f"state.path: {path} is damaged ({exc}); move it away") from None
+                raise StateError(
+                    f"state.path: {self.path} is damaged ({exc}); move it away"
+                ) from None
             self.rebuilt = self._move_aside()
             log.error(
                 "state file damaged: moved aside, rebuilding from the lookback window",
-                path=path,
+                path=self.path,
                 kept_as=self.rebuilt,
                 error=str(exc),
             )
@@ -79,14 +95,6 @@ class Database:
     def _open_checked(self) -> sqlite3.Connection:
         if self.path != ":memory:":
             file = Path(self.path)
-            if file.is_dir():
-                raise StateError(f"state.path: {self.path} is a directory, not a file")
-            try:
-                file.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StateError(
-                    f"state.path: cannot create {file.parent}: {exc.strerror}"
-                ) from None
             if file.exists() and file.stat().st_size == 0:
                 raise _Damaged("the file is empty: its state was lost")
         db: sqlite3.Connection | None = None
@@ -184,6 +192,54 @@ class Database:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            _unlock(self._held)
+            self._held = None
+
+
+def _check_path(path: str) -> None:
+    file = Path(path)
+    if file.is_dir():
+        raise StateError(f"state.path: {path} is a directory, not a file")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"state.path: cannot create {file.parent}: {exc.strerror}") from None
+
+
+def _lock_file(path: str) -> int | None:
+    """An exclusive flock on `<path>.lock` (released by the kernel however the process ends);
+    StateError when another process holds it. Without a lock file (a read-only directory) the
+    state is used unlocked: logged, since a second process would not be refused then."""
+    name = f"{path}.lock"
+    fd: int | None = None
+    error = ""
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # a read-only lock file locks too
+        try:
+            fd = os.open(name, flags | os.O_CLOEXEC, 0o644)
+            break
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+    if fd is None:
+        log.warning("state file used without its lock", path=name, error=error)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateError(
+            f"state.path: {path} is in use by another exporter process (it holds {name}); "
+            "give each process its own state.path"
+        ) from None
+    except OSError as exc:  # a filesystem without locks (ENOLCK)
+        os.close(fd)
+        log.warning("state file used without its lock", path=name, error=exc.strerror)
+        return None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def _is_write_problem(exc: sqlite3.DatabaseError) -> bool:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.metrics import MetricSpec
@@ -64,6 +65,71 @@ class FixedLayout:
 
 
 Layout = FineLayout | FixedLayout
+
+# A slot's count lives in the low bits of its word, the slot number above them.
+_SHIFT = 40
+_COUNT = (1 << _SHIFT) - 1
+_MAX_SLOT = (1 << (64 - _SHIFT)) - 1
+
+
+class Slots(Mapping[int, int]):
+    """Slot → count, compactly: one sorted array of 64-bit words `slot << 40 | count`, 8 bytes per
+    used slot (a dict with int keys costs about 60), so a run histogram holding months of runs
+    (thousands of used fine slots) stays a few KiB. Immutable to its readers: `added` returns a
+    copy; only a plan changes the copy it made (`add`) before the copy is published."""
+
+    __slots__ = ("_words",)
+
+    def __init__(self, counts: Mapping[int, int] | None = None) -> None:
+        items = sorted((counts or {}).items())
+        self._words = array("Q", [_word(slot, count) for slot, count in items if count > 0])
+
+    def __getitem__(self, slot: int) -> int:
+        index = bisect.bisect_left(self._words, slot << _SHIFT) if 0 <= slot <= _MAX_SLOT else -1
+        if 0 <= index < len(self._words) and self._words[index] >> _SHIFT == slot:
+            return int(self._words[index] & _COUNT)
+        raise KeyError(slot)
+
+    def __iter__(self) -> Iterator[int]:
+        return (word >> _SHIFT for word in self._words)
+
+    def __len__(self) -> int:
+        return len(self._words)
+
+    def items(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        """(slot, count) in slot order."""
+        return ((word >> _SHIFT, word & _COUNT) for word in self._words)
+
+    def __repr__(self) -> str:
+        return f"Slots({dict(self.items())})"
+
+    def added(self, slot: int) -> Slots:
+        """A copy with one more observation in `slot`."""
+        copy = Slots()
+        copy._words = self._words[:]
+        copy.add(slot)
+        return copy
+
+    def add(self, slot: int) -> None:
+        """One more observation in `slot`, in place: only for a copy nobody reads yet."""
+        assert self is not EMPTY, "the shared empty Slots is never changed"
+        words = self._words
+        index = bisect.bisect_left(words, slot << _SHIFT)
+        if index < len(words) and words[index] >> _SHIFT == slot:
+            if words[index] & _COUNT == _COUNT:
+                raise OverflowError(f"slot {slot} holds {_COUNT} observations")
+            words[index] += 1
+        else:
+            words.insert(index, _word(slot, 1))
+
+
+def _word(slot: int, count: int) -> int:
+    if not 0 <= slot <= _MAX_SLOT or not 0 <= count <= _COUNT:
+        raise ValueError(f"slot {slot} with count {count} is out of range")
+    return slot << _SHIFT | count
+
+
+EMPTY = Slots()
 
 
 def layout_for(spec: MetricSpec) -> Layout:

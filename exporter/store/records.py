@@ -68,10 +68,8 @@ class SourceRecords:
         with self._lock:
             return {source for source, _ in self._cache}
 
-    def delete_source(self, source: str) -> None:
-        self._db.run(
-            lambda db: db.execute("DELETE FROM source_records WHERE source = ?", (source,))
-        )
+    def forget(self, sources: set[str]) -> None:
+        """After their rows were deleted (Store.forget_sources, in its transaction)."""
         with self._lock:
-            for key in [k for k in self._cache if k[0] == source]:
+            for key in [k for k in self._cache if k[0] in sources]:
                 del self._cache[key]

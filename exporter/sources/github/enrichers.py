@@ -40,6 +40,10 @@ class Enricher(Protocol):
         """The task's unit; raises SourceError when the upstream could not be read."""
         ...
 
+    def count_skips(self) -> None:
+        """Count the skips of the last run, whose unit was committed."""
+        ...
+
 
 class _Base:
     kind = ""
@@ -49,11 +53,18 @@ class _Base:
         self.policy = policy
         self.client = client
         self.source = policy.source
+        self._skips: list[str] = []
 
     def skip(self, reason: str, detail: str, **fields: Any) -> None:
-        """A counted, logged skip that does not fail the task."""
-        self.client.skip(self.source, reason)
+        """A logged skip that does not fail the task; counted when the task's unit is committed,
+        so a task that fails later and is tried again counts it once."""
+        self._skips.append(reason)
         log.warning(self.skip_event, source=self.source, reason=reason, detail=detail, **fields)
+
+    def count_skips(self) -> None:
+        skips, self._skips = self._skips, []
+        for reason in skips:
+            self.client.skip(self.source, reason)
 
 
 class JobLogEnricher(_Base):
@@ -67,6 +78,7 @@ class JobLogEnricher(_Base):
         self.settings = settings
 
     def read(self, data: Mapping[str, Any]) -> JobLogFacts:
+        self._skips = []  # a new try: what an earlier, failed one found is not counted
         steps = [StepWindow(int(s[0]), str(s[1]), s[2], s[3]) for s in data.get("steps", ())]
         job_id = int(data["job_id"])
         path = f"/repos/{self.policy.repository}/actions/jobs/{job_id}/logs"
@@ -160,6 +172,7 @@ class JUnitEnricher(_Base):
     ) -> tuple[Report, list[int]]:
         """The attempt's reports merged, and the artifact ids read; each case also goes to
         `cases` as it is parsed."""
+        self._skips = []  # a new try: what an earlier, failed one found is not counted
         report = Report()
         done: list[int] = []
         for artifact in self.candidates(data):

@@ -24,7 +24,15 @@ from exporter.observations import (
     task_done_unit,
 )
 from exporter.payloads.github import WorkflowJobEvent, WorkflowRun, WorkflowRunEvent
-from exporter.sources.errors import MalformedResponse, NotFound, RateLimited, SourceError, Stopping
+from exporter.sources.errors import (
+    ClientError,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+    SourceError,
+    Stopping,
+    TooLarge,
+)
 from exporter.sources.github.actions_cache import ActionsCacheStorage
 from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.enrichers import Enricher
@@ -37,8 +45,10 @@ log = get_logger(__name__)
 
 # Tries of an attempt whose payload is malformed, and of an enrichment task, across polls.
 MAX_TRIES = 3
-# Enrichment tasks run per poll; the rest wait for the next one.
+# Enrichment tasks run per poll, and the seconds they may take (a poll holds its repository:
+# a backlog of slow downloads must not hold it for hours); the rest wait for the next poll.
 TASKS_PER_POLL = 200
+TASK_SECONDS = 120.0
 _PERMANENT = ("not_found", "too_large", "redirect_refused", "malformed")
 
 
@@ -164,8 +174,17 @@ class RepositoryPoller:
                 self.store.commit(skipped_attempt_unit(self.repo.name, run.id, number, self.source))
                 result.skipped += 1
                 continue
-            except MalformedResponse as exc:
-                self._malformed(key, run.id, number, str(exc))
+            except (MalformedResponse, TooLarge, ClientError) as exc:
+                # Deterministic answers (a bad body, a jobs page over its cap, a 4xx): retrying
+                # this attempt on every poll would hold back the repository forever.
+                self._malformed(key, run.id, number, str(exc), exc.reason)
+                result.skipped += 1
+                continue
+            except SourceError:
+                raise  # transient (5xx, transport, rate limit, auth): the poll fails, retried
+            except Exception as exc:
+                # A payload nothing anticipated: the same bounded tries, never a blocked repository.
+                self._malformed(key, run.id, number, _detail(exc), "internal")
                 result.skipped += 1
                 continue
             if self.record(facts):
@@ -178,9 +197,11 @@ class RepositoryPoller:
             self._remember_success(facts)
         return applied
 
-    def _malformed(self, key: str, run_id: int, number: int, detail: str) -> None:
+    def _malformed(
+        self, key: str, run_id: int, number: int, detail: str, reason: str = "malformed"
+    ) -> None:
         """A deterministic error: tried on a few polls (it might be a passing glitch), then given up."""
-        self._skip("malformed", detail, run_id=run_id, attempt=number)
+        self._skip(reason, detail, run_id=run_id, attempt=number)
         record = self.store.records.get(self.source, AttemptTries)
         tries = record.tries.get(key, 0) + 1
         if tries >= MAX_TRIES:
@@ -254,32 +275,41 @@ class RepositoryPoller:
             return "recorded" if applied else "duplicate"
 
     # -- enrichment tasks --------------------------------------------------------------------------------
-    def run_tasks(self, limit: int = TASKS_PER_POLL) -> int:
-        """Pending enrichments of this repository, oldest first; failures are counted and retried
-        on later polls, at most MAX_TRIES times."""
+    def run_tasks(self, limit: int = TASKS_PER_POLL, seconds: float = TASK_SECONDS) -> int:
+        """Pending enrichments of this repository, oldest first, for at most `seconds`; failures
+        are counted and retried on later polls, at most MAX_TRIES times."""
         done = 0
+        deadline = self.clock() + seconds
         for pending in self.store.pending(self.source)[:limit]:
             if self.stop.is_set():
+                break
+            if self.clock() >= deadline:
+                log.info("enrichments continue next poll", source=self.source, done=done)
                 break
             enricher = self.enrichers.get(pending.task.kind)
             if enricher is None:
                 continue  # that enrichment was switched off: the task waits
             try:
-                unit = enricher.run(pending.task)
+                applied = self.store.commit(enricher.run(pending.task))
             except (RateLimited, Stopping, StateWriteError):
                 raise
-            except SourceError as exc:
+            except Exception as exc:
+                # Anything a hostile upstream provokes counts as a failed try: a task that can
+                # never succeed must not block the rest.
                 self._task_failed(pending, exc)
                 continue
-            done += self.store.commit(unit)
+            if applied:
+                enricher.count_skips()  # once, with the unit: a failed try counts none
+            done += applied
         return done
 
-    def _task_failed(self, pending: PendingTask, exc: SourceError) -> None:
+    def _task_failed(self, pending: PendingTask, exc: Exception) -> None:
         task = pending.task
-        reason = f"{task.kind}_{exc.reason}"
-        permanent = exc.reason in _PERMANENT
+        cause = exc.reason if isinstance(exc, SourceError) else "internal"
+        reason = f"{task.kind}_{cause}"
+        permanent = cause in _PERMANENT
         tries = self.store.task_failed(task)
-        self._skip(reason, str(exc), task=task.key, tries=tries)
+        self._skip(reason, _detail(exc), task=task.key, tries=tries)
         if permanent or tries >= MAX_TRIES:
             if not permanent:
                 self._skip(f"{task.kind}_given_up", f"failed {tries} times", task=task.key)
@@ -288,3 +318,7 @@ class RepositoryPoller:
     def _skip(self, reason: str, detail: str, **fields: object) -> None:
         self.client.skip(self.source, reason)
         log.warning("skipped", source=self.source, reason=reason, detail=detail, **fields)
+
+
+def _detail(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"

@@ -56,13 +56,24 @@ def rate_limit_wait(
 
 
 def _seconds(value: str | None) -> float | None:
+    """A finite number of seconds, or None (absent, not a number, nan, infinite)."""
     try:
         number = float(value) if value is not None else None
     except ValueError:
         return None
-    if number is None or math.isnan(number):
+    if number is None or not math.isfinite(number):
         return None
     return number
+
+
+def _reset(value: str | None) -> float | None:
+    """`x-ratelimit-reset` as a moment within [now, now + MAX_WAIT]; None when it is absent, 0
+    or not a finite number (a `nan` reset would otherwise pause requests forever)."""
+    reset = _seconds(value)
+    if not reset:
+        return None
+    now = time.time()
+    return min(max(reset, now), now + MAX_WAIT)
 
 
 class RateBudget:
@@ -83,8 +94,7 @@ class RateBudget:
             state = RateLimitState(
                 limit=int(headers.get("x-ratelimit-limit", "0")) or None,
                 remaining=int(headers["x-ratelimit-remaining"]),
-                reset=min(float(headers.get("x-ratelimit-reset", "0")), time.time() + MAX_WAIT)
-                or None,
+                reset=_reset(headers.get("x-ratelimit-reset")),
                 resource=resource,
             )
         except ValueError:

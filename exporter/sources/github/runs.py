@@ -26,10 +26,19 @@ log = get_logger(__name__)
 # GitHub answers at most 1,000 runs per filtered search: windows with more are split.
 SEARCH_CAP = 1000
 PER_PAGE = 100
+# A capped window is split down to this width; narrower ones are listed as far as GitHub goes.
+MIN_WINDOW = 60.0
+# Requests of one listing, splits included: 1,000 runs an hour for a day costs about 300.
+MAX_LIST_REQUESTS = 1000
 # Window starts are rounded down to this, so the list URL (and its ETag) stays the same.
 WINDOW_QUANTUM = 3600.0
 # Parsed workflow graphs kept per repository (most recent blobs).
 MAX_GRAPHS = 8
+
+
+# Windows of a listing still to read: (start, end or None for open-ended).
+Windows = list[tuple[float, float | None]]
+Items = list[Any]
 
 
 class RunWindow(StateRecord):
@@ -90,43 +99,92 @@ class RunLister:
         return math.floor(start / WINDOW_QUANTUM) * WINDOW_QUANTUM
 
     def list(self, start: float, end: float | None = None) -> Listing:
+        """Runs created from `start` (to `end`, or open-ended). A window GitHub says holds 1,000 or
+        more runs is split in halves, oldest first, down to MIN_WINDOW; at most MAX_LIST_REQUESTS
+        requests in all, so an upstream that always claims 1,000 can't make a listing endless."""
         listing = Listing()
-        self._list(start, end, listing)
+        stop = end if end is not None else self.clock()
+        windows: Windows = [(start, end)]
+        capped = False
+        while windows:
+            if listing.pages >= MAX_LIST_REQUESTS:
+                self._cut("listing_capped", f"stopped after {listing.pages} requests", windows)
+                break
+            lo, hi = windows.pop()
+            halves = self._list_window(lo, hi, stop, listing)
+            if halves is None:
+                continue
+            if halves:
+                windows.extend(reversed(halves))
+            else:
+                capped = True
+        if capped:
+            self._cut("search_capped", "more than 1,000 runs in a window too narrow to split", [])
         return listing
 
-    def _list(self, start: float, end: float | None, listing: Listing) -> None:
+    def _list_window(
+        self, lo: float, hi: float | None, stop: float, listing: Listing
+    ) -> Windows | None:
+        """The window's runs into `listing` (None); or its two halves when GitHub's search cap
+        hides some, before any item is read; or [] when it is capped but too narrow to split."""
         created = (
-            f">={format_timestamp(start)}"
-            if end is None
-            else f"{format_timestamp(start)}..{format_timestamp(end)}"
+            f">={format_timestamp(lo)}"
+            if hi is None
+            else f"{format_timestamp(lo)}..{format_timestamp(hi)}"
         )
         path = f"/repos/{self.repository}/actions/runs"
         params = {"created": created, "per_page": PER_PAGE}
         pages = self.client.paginate(
             path, params, "workflow_runs", conditional=True, source=self.source
         )
+        capped = False
         for index, (page, items) in enumerate(pages):
             listing.pages += 1
             listing.pages_cached += page.cached
             total = page.data.get("total_count")
             if index == 0 and isinstance(total, int) and total >= SEARCH_CAP:
-                stop = end if end is not None else max(self.clock(), start + 2)
-                if stop - start >= 2:
-                    middle = start + math.floor((stop - start) / 2)
-                    self._list(start, middle - 1, listing)
-                    self._list(middle, end, listing)
-                    return
-            now = self.clock()
-            for item in items:
-                try:
-                    context = {"now": now, "skew": self.github.clock_skew}
-                    listing.runs.append(WorkflowRun.model_validate(item, context=context))
-                except ValidationError as exc:
-                    listing.malformed += 1
-                    self.client.skip(self.source, "malformed")
-                    log.warning(
-                        "run skipped", source=self.source, reason="malformed", detail=describe(exc)
-                    )
+                width = (hi if hi is not None else stop) - lo
+                if width >= 2 * MIN_WINDOW:
+                    middle = lo + math.floor(width / 2)
+                    return [(lo, middle - 1), (middle, hi)]
+                capped = True
+            self._add(items, lo, hi, listing)
+        return [] if capped else None
+
+    def _add(self, items: Items, lo: float, hi: float | None, listing: Listing) -> None:
+        """Typed runs; an item that fails validation, or was created outside the window asked
+        for (it would be observed again once its id is pruned), is a counted skip."""
+        now = self.clock()
+        context = {"now": now, "skew": self.github.clock_skew}
+        for item in items:
+            try:
+                run = WorkflowRun.model_validate(item, context=context)
+            except ValidationError as exc:
+                self._malformed(describe(exc), listing)
+                continue
+            created = run.created_at
+            # The query's bounds are whole seconds (format_timestamp drops the fraction), the end
+            # inclusive.
+            late = hi is not None and created is not None and created >= math.floor(hi) + 1
+            if created is None or created < math.floor(lo) or late:
+                self._malformed(f"run {run.id}: created_at outside the window listed", listing)
+                continue
+            listing.runs.append(run)
+
+    def _malformed(self, detail: str, listing: Listing) -> None:
+        listing.malformed += 1
+        self.client.skip(self.source, "malformed")
+        log.warning("run skipped", source=self.source, reason="malformed", detail=detail)
+
+    def _cut(self, reason: str, detail: str, left: Windows) -> None:
+        self.client.skip(self.source, reason)
+        log.warning(
+            "run listing incomplete",
+            source=self.source,
+            reason=reason,
+            detail=detail,
+            windows_left=len(left),
+        )
 
 
 class AttemptFetcher:

@@ -168,7 +168,7 @@ class RegistryClient:
             raise MalformedResponse("registry token response is not a token answer") from None
         if not token.value:
             raise MalformedResponse("registry token response has no token")
-        SECRETS.add(token.value)
+        SECRETS.add(token.value, rotating=True)
         return token.value, token.expires_in
 
     # -- requests ------------------------------------------------------------------------------
