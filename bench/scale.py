@@ -44,6 +44,11 @@ class Simulator:
                 str(repositories),
                 "--token",
                 TOKEN,
+                # A GitHub App installation's hourly limit with this many repositories (5,000 +
+                # 50 per repository beyond 20, at most 12,500): a day's catch-up at 500
+                # repositories takes ~5,000 requests, and would otherwise pause until the hour.
+                "--rate-limit",
+                str(min(12_500, 5000 + 50 * max(0, repositories - 20))),
                 "--log-format",
                 "json",
             ],
@@ -127,6 +132,11 @@ def measure(size: int, tmp: Path) -> dict[str, Any]:
         catch_up = exporter_cycle(app, sim)
         exporter_cycle(app, sim)  # the window narrows from lookback to the re-run window once
         idle = exporter_cycle(app, sim)
+        if idle["requests"] < size:
+            raise SystemExit(
+                f"{size} repositories: the idle cycle sent {idle['requests']} requests "
+                "(paused for the rate limit?); not a measurement"
+            )
         sim.advance(600)
         busy = exporter_cycle(app, sim)
         naive_idle = naive_cycle(repositories, sim)

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1"
     )
     simulate.add_argument("--token", default="sim-token")
+    simulate.add_argument(
+        "--rate-limit",
+        type=int,
+        default=5000,
+        help="core requests per hour and token (default: %(default)s, a personal token's)",
+    )
     simulate.add_argument("--app", help="APP_ID:INSTALLATION_ID:PUBLIC_KEY_FILE for App auth")
     simulate.add_argument(
         "--webhook-url", help="send signed workflow_job/workflow_run webhooks to this URL"
@@ -129,6 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         speed=args.speed,
         token=args.token,
         app=app,
+        rate_limit=args.rate_limit,
         repositories=tuple(repositories),
         host=host,
         port=port,
