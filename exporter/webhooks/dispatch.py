@@ -18,6 +18,7 @@ from exporter.config import Config, ShardingConfig
 from exporter.logging import get_logger
 from exporter.payloads.github import WorkflowJobEvent, WorkflowRunEvent
 from exporter.sources.errors import SourceError
+from exporter.store import StateWriteError
 from exporter.webhooks.receiver import Delivery, action_label, event_label
 
 log = get_logger(__name__)
@@ -25,11 +26,14 @@ Count = Callable[[str, str, str], None]
 
 
 class EventHandler(Protocol):
-    """A repository's poller: it records what an event says."""
+    """A repository's poller: it records what an event says, and runs the enrichments a
+    completed run left pending."""
 
     def on_job(self, event: WorkflowJobEvent) -> str: ...
 
     def on_run(self, event: WorkflowRunEvent) -> str: ...
+
+    def enrich(self) -> int: ...
 
 
 _Item = tuple[EventHandler, WorkflowJobEvent | WorkflowRunEvent, Delivery] | None
@@ -37,7 +41,9 @@ _Item = tuple[EventHandler, WorkflowJobEvent | WorkflowRunEvent, Delivery] | Non
 
 class Dispatcher:
     """A bounded queue per worker; a repository always goes to the same worker (so its events are
-    handled in arrival order). A full queue drops the event, counted: the reconciler catches up."""
+    handled in arrival order). A full queue drops the event, counted: the reconciler catches up.
+    A completed run's enrichments (downloads that can take minutes) run on a thread of their own,
+    so they never hold back the job events queued behind it."""
 
     def __init__(self, count: Count, workers: int = 4, capacity: int = 10_000) -> None:
         self.count = count
@@ -47,6 +53,8 @@ class Dispatcher:
             threading.Thread(target=self._work, args=(q,), name=f"webhook-{i}", daemon=True)
             for i, q in enumerate(self._queues)
         ]
+        self._enrichments = Enrichments(self._stopping)
+        self._threads.append(self._enrichments.thread)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -59,6 +67,7 @@ class Dispatcher:
         for q in self._queues:
             with contextlib.suppress(queue.Full):
                 q.put_nowait(None)
+        self._enrichments.wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
@@ -81,7 +90,10 @@ class Dispatcher:
     def _work(self, items: queue.Queue[_Item]) -> None:
         while (item := items.get()) is not None and not self._stopping.is_set():
             handler, event, delivery = item
-            self.count(delivery.event, delivery.action, self._handle(handler, event))
+            outcome = self._handle(handler, event)
+            self.count(delivery.event, delivery.action, outcome)
+            if outcome == "recorded" and _completed_run(event):
+                self._enrichments.submit(handler)
 
     @staticmethod
     def _handle(handler: EventHandler, event: WorkflowJobEvent | WorkflowRunEvent) -> str:
@@ -96,6 +108,44 @@ class Dispatcher:
         except Exception as exc:  # a worker must survive anything a payload can provoke
             log.exception("webhook crashed; the reconciler will record it", error=str(exc))
         return "failed"
+
+
+def _completed_run(event: WorkflowJobEvent | WorkflowRunEvent) -> bool:
+    return isinstance(event, WorkflowRunEvent) and event.workflow_run.status == "completed"
+
+
+class Enrichments:
+    """Repositories with a newly recorded run, each queued once until its enrichments ran."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self._queued: list[EventHandler] = []
+        self._ready = threading.Condition()
+        self.thread = threading.Thread(target=self._work, name="webhook-enrich", daemon=True)
+
+    def submit(self, handler: EventHandler) -> None:
+        with self._ready:
+            if not any(queued is handler for queued in self._queued):
+                self._queued.append(handler)
+                self._ready.notify()
+
+    def wake(self) -> None:
+        with self._ready:
+            self._ready.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: self._queued or self._stopping.is_set())
+                if self._stopping.is_set():
+                    return
+                handler = self._queued.pop(0)
+            try:
+                handler.enrich()
+            except (SourceError, StateWriteError) as exc:
+                log.warning("enrichments left for the next poll", error=str(exc))
+            except Exception as exc:  # the thread must survive anything an upstream provokes
+                log.exception("enrichments crashed; the next poll retries them", error=str(exc))
 
 
 class Router:

@@ -254,8 +254,8 @@ class RepositoryPoller:
 
     def on_run(self, event: WorkflowRunEvent) -> str:
         """A workflow_run event: the run gauge; a completed attempt recorded with its jobs (one
-        jobs request, the workflow file when its cached graph can't map them), its enrichments
-        run."""
+        jobs request, the workflow file when its cached graph can't map them); its enrichments
+        become pending tasks (see `enrich`)."""
         run = event.workflow_run
         with self.lock:
             self.live.run_event(run, self.clock())
@@ -271,8 +271,14 @@ class RepositoryPoller:
                 log.warning("webhook for a run the API does not know", run_id=run.id)
                 return "ignored"
             applied = self.record(facts)
-            self.run_tasks()
+            # Its enrichments (downloads of logs and reports) are run by `enrich`, called after
+            # this returns, off the thread that records this repository's job events.
             return "recorded" if applied else "duplicate"
+
+    def enrich(self) -> int:
+        """The pending enrichments, now (after a run's webhook) rather than at the next poll."""
+        with self.lock:
+            return self.run_tasks()
 
     # -- enrichment tasks --------------------------------------------------------------------------------
     def run_tasks(self, limit: int = TASKS_PER_POLL, seconds: float = TASK_SECONDS) -> int:
