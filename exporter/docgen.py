@@ -155,9 +155,6 @@ def _per(costs: tuple[Cost, ...]) -> int:
 
 
 def cost_section() -> list[str]:
-    instruction = m.BUILDKIT_STEP_DURATION.samples_per_series()
-    fixed = _per(BUILD_JOB) - instruction
-    suite = _per(SUITE) - m.TEST_CASES.samples_per_series() + 4
     return [
         "## What a repository costs",
         "",
@@ -182,6 +179,16 @@ def cost_section() -> list[str]:
         "|---|---|---|",
         *_rows(TARGET, example=False),
         "",
+        *_enrichment_costs(),
+    ]
+
+
+def _enrichment_costs() -> list[str]:
+    """What the optional sources add: job logs, JUnit reports, webhooks, images."""
+    instruction = m.BUILDKIT_STEP_DURATION.samples_per_series()
+    fixed = _per(BUILD_JOB) - instruction
+    suite = _per(SUITE) - m.TEST_CASES.samples_per_series() + 4
+    return [
         f"Job logs (`logs.jobs`) cost about {fixed} + {instruction} × I samples per build job (I",
         "executed Dockerfile instructions, at most `logs.max_instructions`, 50, then `other`):",
         "",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from exporter.app import App
 from exporter.config import ConfigError, validate_config
 from simulator.github import GitHubSimulator
@@ -30,66 +32,7 @@ class Demo:
         self.github = GitHubSimulator(
             scenario, seed=seed, speed=speed, token=DEMO_TOKEN, repositories=(DEMO_REPOSITORY,)
         ).start()
-        sim = SCENARIOS[scenario]
-        config = validate_config(
-            {
-                "state": {"path": state_path},
-                "github": {
-                    "api_url": self.github.url,
-                    "token_env": "CIPE_DEMO_TOKEN",
-                    "poll_interval": "2s",
-                    "lookback": f"{int(sim.history_runs * sim.run_interval + 86400)}s",
-                    "timeout": "10s",
-                    # Simulated time runs ahead of the wall clock.
-                    "clock_skew": "365d",
-                    # The simulator signs and sends workflow_job/workflow_run webhooks as its runs
-                    # progress (a few dropped or repeated, as GitHub may): the live queue fills in
-                    # within a second, and the poller reconciles every 30 s.
-                    "webhooks": {
-                        "listen": "127.0.0.1:0",
-                        "secret_env": "CIPE_DEMO_WEBHOOK_SECRET",
-                        "reconcile_interval": "30s",
-                    },
-                    "runners": [{"org": DEMO_REPOSITORY.partition("/")[0], "poll_interval": "10s"}],
-                    "repositories": [
-                        {
-                            "name": DEMO_REPOSITORY,
-                            "workflows": [sim.workflow_name],
-                            "junit": {"artifacts": ["junit*"]},
-                            "logs": {"jobs": ["build*"]},
-                            "branches": ["main"],
-                        }
-                    ],
-                },
-                "registries": [
-                    {
-                        "url": self.registry.url,
-                        "poll_interval": "5s",
-                        "images": [
-                            {
-                                "name": name,
-                                "tags": ["latest", "sha-{head_sha:7}"],
-                                "set": "webapp",
-                                "run": {
-                                    "repository": DEMO_REPOSITORY,
-                                    "workflow": sim.workflow_name,
-                                },
-                            }
-                            for name in IMAGE_SETS[self.registry.images]
-                        ],
-                    }
-                ],
-                "targets": [
-                    {
-                        "repository": DEMO_REPOSITORY,
-                        "workflow": sim.workflow_name,
-                        "branch": "main",
-                        "target": {"lower": "10m", "upper": "12m"},
-                        "baseline": {"lower": "23m", "upper": "27m"},
-                    }
-                ],
-            }
-        )
+        config = validate_config(demo_config(self.github.url, self.registry, scenario, state_path))
         self.app = App(
             config,
             environ={
@@ -128,3 +71,67 @@ class Demo:
         self.app.stop()
         self.github.stop()
         self.registry.stop()
+
+
+def demo_config(
+    github_url: str, registry: RegistrySimulator, scenario: str, state_path: str
+) -> dict[str, Any]:
+    """The demo exporter's configuration: a declarative table of what `make demo` shows."""
+    sim = SCENARIOS[scenario]
+    return {
+        "state": {"path": state_path},
+        "github": {
+            "api_url": github_url,
+            "token_env": "CIPE_DEMO_TOKEN",
+            "poll_interval": "2s",
+            "lookback": f"{int(sim.history_runs * sim.run_interval + 86400)}s",
+            "timeout": "10s",
+            # Simulated time runs ahead of the wall clock.
+            "clock_skew": "365d",
+            # The simulator signs and sends workflow_job/workflow_run webhooks as its runs
+            # progress (a few dropped or repeated, as GitHub may): the live queue fills in
+            # within a second, and the poller reconciles every 30 s.
+            "webhooks": {
+                "listen": "127.0.0.1:0",
+                "secret_env": "CIPE_DEMO_WEBHOOK_SECRET",
+                "reconcile_interval": "30s",
+            },
+            "runners": [{"org": DEMO_REPOSITORY.partition("/")[0], "poll_interval": "10s"}],
+            "repositories": [
+                {
+                    "name": DEMO_REPOSITORY,
+                    "workflows": [sim.workflow_name],
+                    "junit": {"artifacts": ["junit*"]},
+                    "logs": {"jobs": ["build*"]},
+                    "branches": ["main"],
+                }
+            ],
+        },
+        "registries": [
+            {
+                "url": registry.url,
+                "poll_interval": "5s",
+                "images": [
+                    {
+                        "name": name,
+                        "tags": ["latest", "sha-{head_sha:7}"],
+                        "set": "webapp",
+                        "run": {
+                            "repository": DEMO_REPOSITORY,
+                            "workflow": sim.workflow_name,
+                        },
+                    }
+                    for name in IMAGE_SETS[registry.images]
+                ],
+            }
+        ],
+        "targets": [
+            {
+                "repository": DEMO_REPOSITORY,
+                "workflow": sim.workflow_name,
+                "branch": "main",
+                "target": {"lower": "10m", "upper": "12m"},
+                "baseline": {"lower": "23m", "upper": "27m"},
+            }
+        ],
+    }

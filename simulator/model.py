@@ -252,26 +252,10 @@ class Timeline:
                 continue
             low, high = spec.queue or self.scenario.queue_range
             started = ready + round(rng.uniform(low, high))
-            t = float(started)
-            steps: list[SimStep] = []
             failed_at: int | None = None
             if spec.id == fail_job:
                 failed_at = max(range(len(spec.steps)), key=lambda i: spec.steps[i].seconds)
-            for i, step in enumerate(spec.steps):
-                number_ = (
-                    i + 1
-                    if not step.name.startswith("Post ") and step.name != "Complete job"
-                    else i + 10
-                )
-                if failed_at is not None and i > failed_at and step.name != "Complete job":
-                    steps.append(SimStep(step.name, number_, "skipped", None, None))
-                    continue
-                seconds = max(0, round(step.seconds * math.exp(rng.gauss(0, self.scenario.noise))))
-                if failed_at is not None and i == failed_at:
-                    seconds = max(1, seconds // 3)
-                conclusion = "failure" if failed_at == i else "success"
-                steps.append(SimStep(step.name, number_, conclusion, t, t + seconds))
-                t += seconds
+            steps, t = self._steps(spec, float(started), rng, failed_at)
             # Distinct completion times make the critical path and the last job unambiguous.
             while t in used_ends:
                 t += 1
@@ -290,11 +274,40 @@ class Timeline:
                 steps,
             )
         jobs = list(done.values())
-        ran = [j for j in jobs if j.conclusion != "skipped"]
-        last = max(ran, key=lambda j: j.completed_at)
-        path = [last.spec_id]
-        while gate.get(path[-1]):
-            path.append(str(gate[path[-1]]))
-        names = {j.spec_id: j.name for j in jobs}
         conclusion = "failure" if any(j.conclusion == "failure" for j in jobs) else "success"
-        return SimAttempt(number, float(t0), jobs, conclusion, [names[s] for s in reversed(path)])
+        return SimAttempt(number, float(t0), jobs, conclusion, _critical_path(jobs, gate))
+
+    def _steps(
+        self, spec: JobSpec, started: float, rng: random.Random, failed_at: int | None
+    ) -> tuple[list[SimStep], float]:
+        """A job's steps from `started`, the one at `failed_at` failing (the rest skipped), and
+        when the last one ended."""
+        t = started
+        steps: list[SimStep] = []
+        for i, step in enumerate(spec.steps):
+            number = (
+                i + 1
+                if not step.name.startswith("Post ") and step.name != "Complete job"
+                else i + 10
+            )
+            if failed_at is not None and i > failed_at and step.name != "Complete job":
+                steps.append(SimStep(step.name, number, "skipped", None, None))
+                continue
+            seconds = max(0, round(step.seconds * math.exp(rng.gauss(0, self.scenario.noise))))
+            if failed_at is not None and i == failed_at:
+                seconds = max(1, seconds // 3)
+            conclusion = "failure" if failed_at == i else "success"
+            steps.append(SimStep(step.name, number, conclusion, t, t + seconds))
+            t += seconds
+        return steps, t
+
+
+def _critical_path(jobs: list[SimJob], gate: dict[str, str | None]) -> list[str]:
+    """From the last job to finish back through each job's latest-finishing need."""
+    ran = [j for j in jobs if j.conclusion != "skipped"]
+    last = max(ran, key=lambda j: j.completed_at)
+    path = [last.spec_id]
+    while gate.get(path[-1]):
+        path.append(str(gate[path[-1]]))
+    names = {j.spec_id: j.name for j in jobs}
+    return [names[s] for s in reversed(path)]

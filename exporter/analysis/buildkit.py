@@ -200,37 +200,19 @@ class _Build:
                 prepare += vertex.prepare_seconds
                 export_backends.append(vertex.backend)
             elif vertex.kind == "step":
-                terminal = vertex.terminal
-                result: StepResult
-                if terminal == "cached":
-                    result, seconds = "cached", 0.0
-                elif terminal == "done":
-                    result, seconds = "executed", vertex.duration()
-                elif terminal == "error":
-                    result, seconds = "errored", vertex.duration()
-                else:
-                    # No terminal line: canceled when the log is over (a cancelled job).
-                    result, seconds = "canceled", vertex.duration()
-                steps[result] += 1
-                raw = _STEP.match(vertex.name)
-                text = raw.group("instr") if raw else vertex.name
-                instructions.append(
-                    Instruction(vertex.stage, normalize_instruction(text), seconds, result)
-                )
+                instruction = _instruction(vertex)
+                steps[instruction.result] += 1
+                instructions.append(instruction)
         # Older BuildKit prints a bare "exporting cache": then the step's cache-to hint, else unknown.
         backend = (
             next((b for b in import_backends + export_backends if b), "")
             or self.hint
             or ("none" if not import_backends and not export_backends else "unknown")
         )
-        if self.first_ts is not None and self.last_ts is not None:
-            duration = self.last_ts - self.first_ts
-        else:
-            duration = sum(v.duration() for v in self.vertices.values() if v.kind != "internal")
         return BuildSummary(
             self.index,
             self.step,
-            max(0.0, duration),
+            self._duration(),
             backend,
             imports,
             exports,
@@ -241,6 +223,29 @@ class _Build:
             imported=bool(import_backends),
             exported=bool(export_backends),
         )
+
+    def _duration(self) -> float:
+        if self.first_ts is not None and self.last_ts is not None:
+            return max(0.0, self.last_ts - self.first_ts)
+        return max(0.0, sum(v.duration() for v in self.vertices.values() if v.kind != "internal"))
+
+
+def _instruction(vertex: _Vertex) -> Instruction:
+    """A build step's instruction, its result and its own seconds (0 when cached)."""
+    terminal = vertex.terminal
+    result: StepResult
+    if terminal == "cached":
+        result, seconds = "cached", 0.0
+    elif terminal == "done":
+        result, seconds = "executed", vertex.duration()
+    elif terminal == "error":
+        result, seconds = "errored", vertex.duration()
+    else:
+        # No terminal line: canceled when the log is over (a cancelled job).
+        result, seconds = "canceled", vertex.duration()
+    raw = _STEP.match(vertex.name)
+    text = raw.group("instr") if raw else vertex.name
+    return Instruction(vertex.stage, normalize_instruction(text), seconds, result)
 
 
 class BuildKitParser:
