@@ -315,56 +315,59 @@ class GitHubSimulator:
                 for attempt in run.attempts:
                     if attempt.created_at > t or attempt.end > t:
                         continue
-                    attempts.append(
-                        {
-                            "repository": repo,
-                            "run_id": run.id,
-                            "attempt": attempt.number,
-                            "workflow": run.workflow,
-                            "branch": run.branch,
-                            "event": run.event,
-                            "conclusion": attempt.conclusion,
-                            "created_at": run.created_at,
-                            "critical_path": attempt.critical_path,
-                            "junit": (art.suites if (art := self.artifact(run, attempt)) else {}),
-                            "artifact_id": art.id if art else None,
-                            "logs": [
-                                self._log_truth(run, attempt, job)
-                                for job in attempt.jobs
-                                if job.conclusion != "skipped"
-                            ],
-                            "jobs": [
-                                {
-                                    "id": job.id,
-                                    "name": job.name,
-                                    "conclusion": job.conclusion,
-                                    "labels": list(job.labels),
-                                    "created_at": job.created_at,
-                                    "started_at": job.started_at,
-                                    "completed_at": job.completed_at,
-                                    "steps": [asdict(s) for s in job.steps],
-                                }
-                                for job in attempt.jobs
-                            ],
-                        }
-                    )
+                    attempts.append(self._attempt_truth(repo, run, attempt))
             active[repo] = counts
-        caches = {}
-        for repo in self.timelines:
-            entries = self.cache_entries(repo, t)
-            buildkit = sum(
-                e["size_in_bytes"]
-                for e in entries
-                if e["key"].startswith(("buildkit-blob-", "index-buildkit-"))
-            )
-            total = sum(e["size_in_bytes"] for e in entries)
-            caches[repo] = {
-                "usage_bytes": total,
-                "entries": len(entries),
-                "buildkit_bytes": buildkit,
-                "other_bytes": total - buildkit,
-            }
+        caches = {repo: self._cache_truth(repo, t) for repo in self.timelines}
         return {"now": t, "attempts": attempts, "active": active, "actions_cache": caches}
+
+    def _attempt_truth(self, repo: str, run: SimRun, attempt: SimAttempt) -> dict[str, Any]:
+        art = self.artifact(run, attempt)
+        return {
+            "repository": repo,
+            "run_id": run.id,
+            "attempt": attempt.number,
+            "workflow": run.workflow,
+            "branch": run.branch,
+            "event": run.event,
+            "conclusion": attempt.conclusion,
+            "created_at": run.created_at,
+            "critical_path": attempt.critical_path,
+            "junit": art.suites if art else {},
+            "artifact_id": art.id if art else None,
+            "logs": [
+                self._log_truth(run, attempt, job)
+                for job in attempt.jobs
+                if job.conclusion != "skipped"
+            ],
+            "jobs": [
+                {
+                    "id": job.id,
+                    "name": job.name,
+                    "conclusion": job.conclusion,
+                    "labels": list(job.labels),
+                    "created_at": job.created_at,
+                    "started_at": job.started_at,
+                    "completed_at": job.completed_at,
+                    "steps": [asdict(s) for s in job.steps],
+                }
+                for job in attempt.jobs
+            ],
+        }
+
+    def _cache_truth(self, repo: str, t: float) -> dict[str, int]:
+        entries = self.cache_entries(repo, t)
+        buildkit = sum(
+            e["size_in_bytes"]
+            for e in entries
+            if e["key"].startswith(("buildkit-blob-", "index-buildkit-"))
+        )
+        total = sum(e["size_in_bytes"] for e in entries)
+        return {
+            "usage_bytes": total,
+            "entries": len(entries),
+            "buildkit_bytes": buildkit,
+            "other_bytes": total - buildkit,
+        }
 
     # -- helpers ----------------------------------------------------------------------------------
     def _find_run(self, repo: str, run_id: int) -> SimRun | None:
