@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from exporter import metrics as m
 from exporter.analysis.build_log import JobLogFacts
@@ -59,6 +59,9 @@ class ReplaceGroup:
     prefix: Labels
     entries: tuple[tuple[Labels, float], ...]
     at: float | None = None
+    # Entries folded onto one series (`other`) are combined: counts add up, a "since when"
+    # timestamp takes the earliest.
+    combine: Literal["sum", "min"] = "sum"
 
 
 Item = Observe | Increment | Latest | ReplaceGroup
@@ -438,7 +441,10 @@ def replace_unit(
     prefix: Labels,
     values: Iterable[tuple[Labels, float]],
     limits: Mapping[str, int] | None = None,
+    *,
+    combine: Literal["sum", "min"] = "sum",
 ) -> Unit:
     """Replace every series of `spec` under `prefix` (values: full label tuple → value)."""
     entries = tuple((labels[len(prefix) :], value) for labels, value in values)
-    return Unit(source=source, items=(ReplaceGroup(spec, prefix, entries),), limits=limits or {})
+    group = ReplaceGroup(spec, prefix, entries, combine=combine)
+    return Unit(source=source, items=(group,), limits=limits or {})

@@ -221,9 +221,12 @@ class Aggregates:
         at = now if item.at is None else item.at
         for labels in members:
             self._delete(plan, (name, labels))
+        values: dict[Labels, float] = {}
         for rest, value in item.entries:
             labels = self._fold(plan, item.spec, prefix + rest, limits)
-            self._set(plan, (name, labels), ValueSeries(float(value), at, now))
+            values[labels] = _combine(item.combine, values.get(labels), float(value))
+        for labels, value in values.items():
+            self._set(plan, (name, labels), ValueSeries(value, at, now))
 
     def _set(self, plan: Plan, key: SeriesKey, series: Series) -> None:
         if not self._exists(plan, key):
@@ -344,6 +347,13 @@ def _cap_parts(spec: m.MetricSpec, labels: Labels) -> tuple[Labels, Labels]:
         tuple(labels[index[name]] for name in spec.cap.scope),
         tuple(labels[index[name]] for name in spec.cap.labels),
     )
+
+
+def _combine(rule: str, current: float | None, value: float) -> float:
+    """Two entries of a replaced group that folded onto one series."""
+    if current is None:
+        return value
+    return min(current, value) if rule == "min" else current + value
 
 
 def _folded(values: Labels) -> bool:

@@ -53,8 +53,11 @@ class OpenRuns(StateRecord):
 
 
 def job_state(status: str) -> str | None:
-    """GitHub's workflow_job status → the gauge's state (None: not open)."""
-    return {"queued": "queued", "waiting": "waiting", "in_progress": "executing"}.get(status)
+    """GitHub's workflow_job status → the gauge's state (None: not open). Statuses GitHub may
+    add (`pending`, `requested`) wait for a runner: queued."""
+    if status == "completed":
+        return None
+    return {"waiting": "waiting", "in_progress": "executing"}.get(status, "queued")
 
 
 class LiveState:
@@ -177,7 +180,9 @@ def job_gauges(repository: str, record: OpenJobs, limits: Mapping[str, int]) -> 
     source = f"github:{repository}"
     return [
         replace_unit(source, m.TASK_ACTIVE, (repository,), counts.items(), limits),
-        replace_unit(source, m.TASK_OLDEST_QUEUED, (repository,), oldest.items(), limits),
+        replace_unit(
+            source, m.TASK_OLDEST_QUEUED, (repository,), oldest.items(), limits, combine="min"
+        ),
     ]
 
 

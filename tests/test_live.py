@@ -1,0 +1,100 @@
+"""The live gauges' state on its own (a real store in memory): label sets beyond the cap add up in
+`other`, statuses GitHub may add count as queued, and the reconciler closes what it should."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from exporter import metrics as m
+from exporter.payloads.github import WebhookJob, WorkflowRun
+from exporter.sources.github.live import LiveState
+from exporter.store import Store
+
+NOW = time.time()
+REPO = "acme/a"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _job(job_id: int, status: str, labels: list[str], age: float, **extra: Any) -> WebhookJob:
+    return WebhookJob.model_validate(
+        {
+            "id": job_id,
+            "run_id": extra.pop("run_id", 1),
+            "status": status,
+            "created_at": _iso(NOW - age),
+            "labels": labels,
+            "workflow_name": "CI",
+            **extra,
+        }
+    )
+
+
+def _run(run_id: int, status: str, attempt: int = 1) -> WorkflowRun:
+    return WorkflowRun.model_validate(
+        {
+            "id": run_id,
+            "name": "CI",
+            "status": status,
+            "created_at": _iso(NOW - 7200),
+            "run_attempt": attempt,
+        }
+    )
+
+
+def _gauges(store: Store, spec: m.MetricSpec) -> dict[tuple[str, ...], float]:
+    with store.reading() as aggregates:
+        return {labels: series.value for labels, series in aggregates.series_of(spec.name)}  # type: ignore[union-attr]
+
+
+def test_label_sets_beyond_the_cap_add_up_in_other() -> None:
+    """With a cap of 2 runner label sets, the queued jobs of the third and fourth sets (3 + 1)
+    are 4 in `other` — not whichever was written last — and `other`'s oldest queued job is the
+    earliest of them; a set seen earlier with no open job adds nothing."""
+    store = Store(":memory:")
+    live = LiveState(store, REPO, {m.RUNNERS_CAP.name: 2})
+    queued = {"a": 1, "b": 1, "c": 3, "d": 1}
+    for i, (labels, count) in enumerate(queued.items()):
+        for k in range(count):
+            live.job_event(_job(100 * i + k, "queued", [labels], 3600 * (i + 1) + k), NOW)
+    live.job_event(_job(999, "queued", ["e"], 60), NOW)
+    live.job_event(_job(999, "completed", ["e"], 60, conclusion="success"), NOW)
+    active = _gauges(store, m.TASK_ACTIVE)
+    assert active[(REPO, "CI", "other", "queued")] == 4
+    assert active[(REPO, "CI", "a", "queued")] == 1
+    oldest = _gauges(store, m.TASK_OLDEST_QUEUED)
+    assert abs(oldest[(REPO, "other")] - (NOW - 3600 * 4)) < 2  # d's job, the earliest
+
+
+def test_statuses_github_may_add_count_as_queued() -> None:
+    """`pending` and `requested` (sent for jobs waiting on a concurrency group or a larger
+    runner) keep the job open as queued instead of dropping it."""
+    store = Store(":memory:")
+    live = LiveState(store, REPO, {m.RUNNERS_CAP.name: 10})
+    live.job_event(_job(1, "pending", ["linux"], 120), NOW)
+    live.job_event(_job(2, "requested", ["linux"], 60), NOW)
+    assert _gauges(store, m.TASK_ACTIVE)[(REPO, "CI", "linux", "queued")] == 2
+
+
+def test_the_reconciler_closes_jobs_of_earlier_attempts_and_completed_runs() -> None:
+    """A run re-run (attempt 2 in the listing) closes the attempt-1 jobs still open and keeps
+    attempt 2's; a completed run closes its jobs; a run not listed keeps its jobs until the
+    lookback has passed."""
+    store = Store(":memory:")
+    live = LiveState(store, REPO, {m.RUNNERS_CAP.name: 10})
+    live.job_event(_job(1, "in_progress", ["linux"], 600, run_id=10, run_attempt=1), NOW)
+    live.job_event(_job(2, "queued", ["linux"], 60, run_id=10, run_attempt=2), NOW)
+    live.job_event(_job(3, "queued", ["linux"], 60, run_id=11), NOW)
+    live.job_event(_job(4, "queued", ["linux"], 60, run_id=12), NOW)
+    closed = live.close_jobs(
+        [_run(10, "in_progress", attempt=2), _run(11, "completed")], NOW, 86400
+    )
+    assert closed == 2
+    active = _gauges(store, m.TASK_ACTIVE)
+    assert active[(REPO, "CI", "linux", "queued")] == 2  # jobs 2 and 4
+    assert active[(REPO, "CI", "linux", "executing")] == 0
+    assert live.close_jobs([], NOW + 86400, 86400) == 2
