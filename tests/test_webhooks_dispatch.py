@@ -8,10 +8,22 @@ import threading
 import time
 from typing import Any
 
+import httpx
+
+from exporter.app import policy_for
+from exporter.config import validate_config
+from exporter.observations import Task, Unit, task_done_unit
 from exporter.payloads.github import WorkflowJobEvent, WorkflowRunEvent
+from exporter.sources.github.auth import TokenAuth
+from exporter.sources.github.client import GitHubClient
+from exporter.sources.github.poller import RepositoryPoller
+from exporter.store import Store
 from exporter.webhooks.dispatch import Dispatcher
 from exporter.webhooks.receiver import Delivery
-from tests.helpers import REFERENCE, wait_for
+from simulator.github import GitHubSimulator
+from simulator.webhooks import Event as SimEvent
+from simulator.webhooks import events_between
+from tests.helpers import REFERENCE, TOKEN, wait_for
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
 
@@ -49,6 +61,8 @@ class SlowlyEnrichedRepository:
 
 
 def test_job_events_are_not_held_back_by_a_runs_enrichments() -> None:
+    """While a repository's enrichment runs, a job event of the same repository on the only
+    worker is recorded at once, and runs completed meanwhile queue one more enrichment pass."""
     outcomes: list[tuple[str, str, str]] = []
     dispatcher = Dispatcher(lambda *outcome: outcomes.append(outcome), workers=1)
     dispatcher.start()
@@ -66,7 +80,7 @@ def test_job_events_are_not_held_back_by_a_runs_enrichments() -> None:
         # More completed runs while it runs: the repository is enriched once more, not per run.
         for _ in range(3):
             assert dispatcher.submit("a/b", repo, run, run_delivery)
-        wait_for(lambda: len(outcomes) == 5, 10)
+        assert wait_for(lambda: len(outcomes) == 5, 10)
         repo.release.set()
         assert wait_for(lambda: repo.enrichments == 2, 10)
         time.sleep(0.2)
@@ -81,6 +95,9 @@ def test_job_events_are_not_held_back_by_a_runs_enrichments() -> None:
 
 
 def test_a_failing_enrichment_leaves_the_dispatcher_working() -> None:
+    """An enrichment that raises is logged; the next completed run enriches again, and job
+    events keep being recorded."""
+
     class Broken(SlowlyEnrichedRepository):
         def enrich(self) -> int:
             self.enrichments += 1
@@ -99,3 +116,92 @@ def test_a_failing_enrichment_leaves_the_dispatcher_working() -> None:
         assert wait_for(lambda: repo.enrichments == 2 and repo.jobs, 10)
     finally:
         dispatcher.stop()
+
+
+class BlockingLogs:
+    """The job-log enrichment, blocked until released (as a slow download is)."""
+
+    kind = "log"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, task: Task) -> Unit:
+        self.started.set()
+        self.release.wait(30)
+        return task_done_unit(task)
+
+    def count_skips(self) -> None:
+        return None
+
+
+def _events(sim: GitHubSimulator, repository: str) -> list[SimEvent]:
+    now = sim.clock.now()
+    return [
+        e
+        for e in events_between(sim, now - 86400, now)
+        if e.payload["repository"]["full_name"] == repository
+    ]
+
+
+def test_a_runs_enrichment_holds_back_neither_run_nor_job_events() -> None:
+    """Real pollers against the simulator, one worker of each kind: while acme/a's job-log
+    enrichment is blocked, another run event of acme/a and a job event of acme/b are recorded
+    (the enrichment holds no lock a run event needs; job events never wait for run events)."""
+    sim = GitHubSimulator("seed", repositories=("acme/a", "acme/b"), token=TOKEN).start()
+    config = validate_config(
+        {
+            "github": {
+                "api_url": sim.url,
+                "clock_skew": "365d",
+                "repositories": [{"name": "acme/a", "logs": {"jobs": ["*"]}}, {"name": "acme/b"}],
+            }
+        }
+    )
+    assert config.github is not None
+    store = Store(":memory:")
+    logs = BlockingLogs()
+    with httpx.Client() as http:
+        client = GitHubClient(sim.url, TokenAuth(TOKEN), http=http)
+        pollers = {
+            repo.name: RepositoryPoller(
+                repo, config.github, client, store, policy_for(config, repo), enrichers=[logs]
+            )
+            for repo in config.github.repositories
+        }
+        outcomes: list[tuple[str, str, str]] = []
+        dispatcher = Dispatcher(lambda *outcome: outcomes.append(outcome), workers=1)
+        dispatcher.start()
+        try:
+            _dispatch(dispatcher, sim, pollers, ("acme/a", "workflow_run", "completed"))
+            assert logs.started.wait(20), "acme/a's completed run left job logs to read"
+            _dispatch(dispatcher, sim, pollers, ("acme/a", "workflow_run", "requested"))
+            _dispatch(dispatcher, sim, pollers, ("acme/b", "workflow_job", "completed"))
+            assert wait_for(lambda: len(outcomes) == 3, 10)
+            assert not logs.release.is_set()
+            assert sorted(outcomes) == [
+                ("workflow_job", "completed", "recorded"),
+                ("workflow_run", "completed", "recorded"),
+                ("workflow_run", "requested", "recorded"),
+            ]
+        finally:
+            logs.release.set()
+            dispatcher.stop()
+            sim.stop()
+
+
+def _dispatch(
+    dispatcher: Dispatcher,
+    sim: GitHubSimulator,
+    pollers: dict[str, RepositoryPoller],
+    event: tuple[str, str, str],
+) -> None:
+    """The repository's latest simulated (name, action) event, submitted as the router would."""
+    repository, name, action = event
+    found = [e for e in _events(sim, repository) if (e.name, e.action) == (name, action)]
+    payload = found[-1].payload
+    model = WorkflowJobEvent if name == "workflow_job" else WorkflowRunEvent
+    parsed = model.model_validate(payload, context={"now": time.time(), "skew": 365 * 86400.0})
+    delivery = Delivery(name, action, payload, b"", {})
+    assert dispatcher.submit(repository, pollers[repository], parsed, delivery)

@@ -36,22 +36,27 @@ class EventHandler(Protocol):
     def enrich(self) -> int: ...
 
 
-_Item = tuple[EventHandler, WorkflowJobEvent | WorkflowRunEvent, Delivery] | None
+# Only what recording needs: the parsed event (the fields the exporter reads), the delivery's
+# event and action for the count — not the raw body or payload, which can be many KB each.
+_Item = tuple[EventHandler, WorkflowJobEvent | WorkflowRunEvent, str, str] | None
 
 
 class Dispatcher:
-    """A bounded queue per worker; a repository always goes to the same worker (so its events are
-    handled in arrival order). A full queue drops the event, counted: the reconciler catches up.
-    A completed run's enrichments (downloads that can take minutes) run on a thread of their own,
-    so they never hold back the job events queued behind it."""
+    """Bounded queues and their workers: job events on some, run events on others, a repository
+    always on the same one of each (so its events are handled in arrival order). A run event may
+    wait for a poll of its repository in progress; a job event never does, so job events never
+    queue behind run events. A completed run's enrichments (downloads that can take minutes) run
+    on a thread of their own. A full queue drops the event, counted: the reconciler catches up."""
 
     def __init__(self, count: Count, workers: int = 4, capacity: int = 10_000) -> None:
         self.count = count
-        self._queues: list[queue.Queue[_Item]] = [queue.Queue(capacity) for _ in range(workers)]
+        self._jobs: list[queue.Queue[_Item]] = [queue.Queue(capacity) for _ in range(workers)]
+        self._runs: list[queue.Queue[_Item]] = [queue.Queue(capacity) for _ in range(workers)]
         self._stopping = threading.Event()
         self._threads = [
-            threading.Thread(target=self._work, args=(q,), name=f"webhook-{i}", daemon=True)
-            for i, q in enumerate(self._queues)
+            threading.Thread(target=self._work, args=(q,), name=f"webhook-{kind}-{i}", daemon=True)
+            for kind, queues in (("jobs", self._jobs), ("runs", self._runs))
+            for i, q in enumerate(queues)
         ]
         self._enrichments = Enrichments(self._stopping)
         self._threads.append(self._enrichments.thread)
@@ -64,7 +69,7 @@ class Dispatcher:
         """Events still queued are dropped (the reconciler records them after the restart); the
         event in hand finishes, all workers within one `timeout`."""
         self._stopping.set()
-        for q in self._queues:
+        for q in (*self._jobs, *self._runs):
             with contextlib.suppress(queue.Full):
                 q.put_nowait(None)
         self._enrichments.wake()
@@ -80,18 +85,19 @@ class Dispatcher:
         event: WorkflowJobEvent | WorkflowRunEvent,
         delivery: Delivery,
     ) -> bool:
-        index = zlib.crc32(repository.encode()) % len(self._queues)
+        queues = self._jobs if isinstance(event, WorkflowJobEvent) else self._runs
+        index = zlib.crc32(repository.encode()) % len(queues)
         try:
-            self._queues[index].put_nowait((handler, event, delivery))
+            queues[index].put_nowait((handler, event, delivery.event, delivery.action))
         except queue.Full:
             return False
         return True
 
     def _work(self, items: queue.Queue[_Item]) -> None:
         while (item := items.get()) is not None and not self._stopping.is_set():
-            handler, event, delivery = item
+            handler, event, name, action = item
             outcome = self._handle(handler, event)
-            self.count(delivery.event, delivery.action, outcome)
+            self.count(name, action, outcome)
             if outcome == "recorded" and _completed_run(event):
                 self._enrichments.submit(handler)
 

@@ -113,8 +113,12 @@ class RepositoryPoller:
         self.stop = stop or threading.Event()
         self.live = LiveState(store, repo.name, policy.limits)
         # Held by a poll and by a workflow_run webhook of this repository (which fetches and
-        # records an attempt, and runs its enrichments): one at a time.
+        # records an attempt): one at a time.
         self.lock = threading.RLock()
+        # Held while enrichments run (by a poll, or by the webhook side's enrichment thread, which
+        # must not hold the poll's lock for minutes of downloads): one runner at a time, the
+        # other skips them.
+        self._tasks = threading.Lock()
 
     # -- the poll -----------------------------------------------------------------------------------
     def poll(self) -> PollResult:
@@ -277,13 +281,21 @@ class RepositoryPoller:
 
     def enrich(self) -> int:
         """The pending enrichments, now (after a run's webhook) rather than at the next poll."""
-        with self.lock:
-            return self.run_tasks()
+        return self.run_tasks()
 
     # -- enrichment tasks --------------------------------------------------------------------------------
     def run_tasks(self, limit: int = TASKS_PER_POLL, seconds: float = TASK_SECONDS) -> int:
         """Pending enrichments of this repository, oldest first, for at most `seconds`; failures
-        are counted and retried on later polls, at most MAX_TRIES times."""
+        are counted and retried on later polls, at most MAX_TRIES times. When they are running
+        already (a poll and the webhook side's enrichment thread), returns 0 at once."""
+        if not self._tasks.acquire(blocking=False):
+            return 0
+        try:
+            return self._run_tasks(limit, seconds)
+        finally:
+            self._tasks.release()
+
+    def _run_tasks(self, limit: int, seconds: float) -> int:
         done = 0
         deadline = self.clock() + seconds
         for pending in self.store.pending(self.source)[:limit]:
