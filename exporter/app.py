@@ -88,6 +88,19 @@ def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
         flaky_window=repo.junit.flaky_window,
         max_cases=repo.junit.max_cases,
         max_runner_label_sets=config.limits.max_runner_label_sets,
+        max_workflows=config.limits.max_workflows,
+        named_workflows=frozenset(
+            [
+                *(repo.workflows or ()),
+                *(t.workflow for t in targets),
+                *(
+                    image.run.workflow
+                    for registry in config.registries
+                    for image in registry.images
+                    if image.run is not None and image.run.repository == repo.name
+                ),
+            ]
+        ),
     )
 
 

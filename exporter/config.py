@@ -391,6 +391,9 @@ class LimitsConfig(_Strict):
     series_ttl: PositiveDuration = 14 * 86400.0
     # Distinct runner label sets (runs-on) per repository; further ones fold into "other".
     max_runner_label_sets: int = Field(default=10, ge=1, le=1000)
+    # Workflow names per repository beyond those configured (`workflows`, targets); further
+    # names fold into "other" (logged and counted once each).
+    max_workflows: int = Field(default=50, ge=1, le=1000)
 
 
 class MetricsConfig(_Strict):

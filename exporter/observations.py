@@ -111,6 +111,9 @@ class RepositoryPolicy:
     max_instructions: int = 50
     max_suites: int = 100
     max_runner_label_sets: int = 10
+    max_workflows: int = 50
+    # Workflow names the config names (allowlist, targets, image runs): never folded.
+    named_workflows: frozenset[str] = frozenset()
     flaky_window: float = 14 * 86400.0
     max_cases: int = 20_000
 

@@ -205,3 +205,42 @@ def test_the_documented_formulas_are_what_once_exports(
     for name, key in ((m.RUN_DURATION.name, "run"), (m.RUN_CRITICAL_PATH.name, "critical")):
         expected[name] += 3 * sum(1 for labels in run[key].count if labels[1] == "main")
     assert dict(found) == expected
+
+
+def test_workflows_beyond_the_limit_fold_into_other(tmp_path: Path) -> None:
+    """`limits.max_workflows: 2` on a repository with 5 workflows: a target's workflow always
+    keeps its name, the first 2 others seen keep theirs (also after a restart, with new runs),
+    the rest are `other`, each folded name counted once per process."""
+    with validated_simulator("bench", seed=1, repositories=(REPOSITORY,), token=TOKEN) as sim:
+        config = tmp_path / "config.yaml"
+        github = {
+            "api_url": sim.url,
+            "token_env": "TEST_GITHUB_TOKEN",
+            "lookback": "2d",
+            "clock_skew": "2d",
+            "repositories": [{"name": REPOSITORY}],
+        }
+        target = {
+            "repository": REPOSITORY,
+            "workflow": "CI-4",
+            "branch": "main",
+            "target": {"lower": "10m", "upper": "12m"},
+        }
+        state = {"path": str(tmp_path / "state.db")}
+        limits = {"max_workflows": 2}
+        config.write_text(
+            yaml.safe_dump(
+                {"state": state, "github": github, "targets": [target], "limits": limits}
+            )
+        )
+        first = Exposition.parse(_once(config))
+        runs = "cicd_pipeline_run_duration_seconds_count"
+        named = set(first.by(runs, "workflow")) - {("other",)}
+        assert ("CI-4",) in named
+        assert len(named) == 3
+        assert first.by(runs, "workflow")[("other",)] > 0
+        assert first.total("ci_pipeline_exporter_poll_errors_total", reason="workflow_folded") == 2
+        sim.clock.advance(6 * 3600)
+        second = Exposition.parse(_once(config))
+        assert set(second.by(runs, "workflow")) - {("other",)} == named
+        assert sum(second.by(runs, "workflow").values()) > sum(first.by(runs, "workflow").values())

@@ -3,6 +3,7 @@ step durations, results, and the critical path."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -83,8 +84,17 @@ class RunFacts:
         return sum(job.seconds for job in self.critical_path)
 
 
+# A runs-on label list comes from the workflow file (a pull request can write anything):
+# longer joined values keep a prefix and a digest of the rest, still one per distinct list.
+MAX_RUNNER_LABEL = 200
+
+
 def runner_label(labels: Sequence[str]) -> str:
-    return ",".join(sorted(labels))
+    joined = ",".join(sorted(labels))
+    if len(joined) <= MAX_RUNNER_LABEL:
+        return joined
+    digest = hashlib.sha256(joined.encode()).hexdigest()[:12]
+    return f"{joined[: MAX_RUNNER_LABEL - 14]}~{digest}"
 
 
 def step_facts(step: Step) -> StepFacts:

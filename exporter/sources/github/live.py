@@ -20,8 +20,10 @@ JOB_STATES = ("queued", "waiting", "executing")
 RUN_STATES = ("pending", "executing")
 # Open jobs kept per repository (a repository can't run more; beyond, the oldest are dropped).
 MAX_OPEN_JOBS = 5000
-# A (workflow, runner labels) pair keeps its zero series this long after its last open job.
+# A (workflow, runner labels) pair keeps its zero series this long after its last open job;
+# at most this many pairs (the most recent), whatever the payloads bring.
 ZERO_FOR = 86400.0
+MAX_SEEN = 1000
 
 
 class OpenJob(BaseModel):
@@ -119,7 +121,8 @@ class LiveState:
     def _save_jobs(self, record: OpenJobs, now: float) -> None:
         for job in record.jobs.values():
             record.seen[f"{job.workflow}\n{job.labels}"] = now
-        record.seen = {k: t for k, t in record.seen.items() if t >= now - ZERO_FOR}
+        recent = sorted(record.seen.items(), key=lambda item: item[1])[-MAX_SEEN:]
+        record.seen = {k: t for k, t in recent if t >= now - ZERO_FOR}
         self.store.records.put(self.source, record)
         self.store.commit_many(job_gauges(self.repository, record, self.limits))
 

@@ -38,6 +38,7 @@ from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.enrichers import Enricher
 from exporter.sources.github.live import LiveState
 from exporter.sources.github.runs import AttemptFetcher, RunLister, RunWindow, attempts_to_observe
+from exporter.sources.github.workflows import WorkflowLabels
 from exporter.store import PendingTask, StateRecord, Store
 from exporter.store.db import StateWriteError
 
@@ -112,6 +113,13 @@ class RepositoryPoller:
         self.cache_storage = cache_storage
         self.stop = stop or threading.Event()
         self.live = LiveState(store, repo.name, policy.limits)
+        self.workflows = WorkflowLabels(
+            store,
+            self.source,
+            policy.max_workflows,
+            policy.named_workflows,
+            lambda source: client.skip(source, "workflow_folded"),
+        )
         # Held by a poll and by a workflow_run webhook of this repository (which fetches and
         # records an attempt): one at a time.
         self.lock = threading.RLock()
@@ -133,7 +141,7 @@ class RepositoryPoller:
         listing = self.lister.list(start)
         result.runs_listed, result.skipped = len(listing.runs), listing.malformed
         result.pages, result.pages_cached = listing.pages, listing.pages_cached
-        runs = [r for r in listing.runs if self.wanted(r)]
+        runs = [self.workflows.run(r) for r in listing.runs if self.wanted(r)]
         self.live.listed(runs, now)
         self.live.close_jobs(runs, now, self.github.lookback)
         oldest_open = self.live.oldest_open_run()
@@ -238,7 +246,7 @@ class RepositoryPoller:
         once per job and attempt, whoever sees it first). Returns the outcome."""
         # Not under the poll's lock: a long poll of this repository (a catch-up) must not hold
         # back job events, the latency-critical path; the store commits each unit once.
-        job = event.workflow_job
+        job = self.workflows.job(event.workflow_job)
         key = job_key(self.repo.name, job.id, job.run_attempt)
         if job.status != "completed":
             if self.store.is_observed(*key):
@@ -260,7 +268,7 @@ class RepositoryPoller:
         """A workflow_run event: the run gauge; a completed attempt recorded with its jobs (one
         jobs request, the workflow file when its cached graph can't map them); its enrichments
         become pending tasks (see `enrich`)."""
-        run = event.workflow_run
+        run = self.workflows.run(event.workflow_run)
         with self.lock:
             self.live.run_event(run, self.clock())
             if run.status != "completed":
