@@ -71,6 +71,24 @@ def _stable_metrics(url: str) -> str:
 def _demo(scenario: str, tmp: Path) -> DemoPage:
     port = free_port()
     state = tmp / "state.db"
+    config = tmp / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "state": {"path": str(state)},
+                "github": {"repositories": [{"name": "acme/webapp"}]},
+                "targets": [
+                    {
+                        "repository": "acme/webapp",
+                        "workflow": "CI",
+                        "branch": "main",
+                        "target": {"lower": "10m", "upper": "12m"},
+                        "baseline": {"lower": "23m", "upper": "27m"},
+                    }
+                ],
+            }
+        )
+    )
     log = (tmp / "demo.log").open("wb")
     process = subprocess.Popen(
         simulator_cmd(
@@ -100,30 +118,13 @@ def _demo(scenario: str, tmp: Path) -> DemoPage:
         landing = httpx.get(url, timeout=5).text
         # The same run set: nothing was recorded while the report was read (speed 0).
         assert _core(httpx.get(f"{url}/metrics", timeout=5).text) == _core(text)
+        # The command reads the store beside the running exporter (which holds its lock).
+        result = run_cli("report", "--config", str(config), "--format", "json")
+        assert result.returncode == 0, result.stderr
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
         log.close()
-    config = tmp / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "state": {"path": str(state)},
-                "github": {"repositories": [{"name": "acme/webapp"}]},
-                "targets": [
-                    {
-                        "repository": "acme/webapp",
-                        "workflow": "CI",
-                        "branch": "main",
-                        "target": {"lower": "10m", "upper": "12m"},
-                        "baseline": {"lower": "23m", "upper": "27m"},
-                    }
-                ],
-            }
-        )
-    )
-    result = run_cli("report", "--config", str(config), "--format", "json")
-    assert result.returncode == 0, result.stderr
     return DemoPage(Exposition.parse(text), page, data, json.loads(result.stdout), landing)
 
 
@@ -437,6 +438,7 @@ def test_empty_state_says_there_is_no_data_yet(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"state": {"path": str(tmp_path / "state.db")}}))
     result = run_cli("report", "--config", str(config), "--output", str(tmp_path / "r.html"))
     assert result.returncode == 0, result.stderr
+    assert f"no state file at {tmp_path / 'state.db'} yet" in result.stderr
     page = (tmp_path / "r.html").read_text()
     assert "No data yet" in page
     assert "No completed run in the state store yet." in page

@@ -22,9 +22,13 @@ def from_config(path: str) -> Report:
     config = load_config(path)
     state = config.state.path
     if state != ":memory:" and not Path(state).exists():
+        # The empty state's page, and a line saying where it looked (a relative path is taken
+        # from the current directory, not the config file's).
+        where = Path(state).resolve()
+        print(f"ci-pipeline-exporter: report: no state file at {where} yet", file=sys.stderr)
         return store_report(None, config)
-    # A damaged file is refused, never moved aside: a report only reads.
-    store = Store(state, config.limits.max_series_per_metric, on_damage="refuse")
+    # Read only, without the lock: beside a running exporter (a weekly cron), never writing.
+    store = Store(state, config.limits.max_series_per_metric, read_only=True)
     try:
         return store_report(store, config)
     finally:

@@ -54,11 +54,12 @@ class Store:
         *,
         on_damage: OnDamage = "rebuild",
         clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
         self.path = str(path)
         self.clock = clock
         self._lock = threading.RLock()
-        self.db = Database(self.path, on_damage)
+        self.db = Database(self.path, on_damage, read_only=read_only)
         self.records = SourceRecords(self.db)
         self.http_cache = HttpCache(self.db)
         self.cases = CaseHistories(self.db)
@@ -77,6 +78,11 @@ class Store:
     def _load_series(self) -> None:
         stored = {str(k): str(v) for k, v in self.db.read("SELECT metric, signature FROM layouts")}
         changed = [name for name, layout in LAYOUTS.items() if stored.get(name) != layout.signature]
+        if changed and self.db.read_only:
+            raise StateError(
+                f"state.path: {self.path} was written with other histogram layouts; the "
+                "exporter converts it when it next starts"
+            )
         if changed:
             # Bucket layouts changed with this version: those histograms restart from zero.
             def relayout(db: sqlite3.Connection) -> None:

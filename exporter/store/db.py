@@ -40,10 +40,14 @@ class _Damaged(Exception):
 class Database:
     """One connection, serialised by the store's lock. `rebuilt` says whether a damaged file was
     moved aside at start (to `<path>.damaged-<time>`, kept for inspection). A file is used by one
-    process at a time: an exclusive lock on `<path>.lock`, held until `close`."""
+    process at a time: an exclusive lock on `<path>.lock`, held until `close`. `read_only` (the
+    report, beside a running exporter) takes no lock, never writes, never migrates."""
 
-    def __init__(self, path: str, on_damage: OnDamage = "rebuild") -> None:
+    def __init__(
+        self, path: str, on_damage: OnDamage = "rebuild", *, read_only: bool = False
+    ) -> None:
         self.path = path
+        self.read_only = read_only
         self.rebuilt: str | None = None
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
@@ -51,7 +55,7 @@ class Database:
         self._held: int | None = None
         if path != ":memory:":
             _check_path(path)
-            self._held = _lock_file(path)
+            self._held = None if read_only else _lock_file(path)
         try:
             self._open(on_damage)
         except BaseException:
@@ -62,7 +66,7 @@ class Database:
         try:
             self._db = self._open_checked()
         except _Damaged as exc:
-            if on_damage == "refuse":
+            if on_damage == "refuse" or self.read_only:
                 raise StateError(
                     f"state.path: {self.path} is damaged ({exc}); move it away"
                 ) from None
@@ -77,6 +81,9 @@ class Database:
 
     # -- opening ----------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only and self.path != ":memory:":
+            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         if self.path != ":memory:":
             try:
@@ -116,6 +123,12 @@ class Database:
             raise StateError(
                 f"state.path: {self.path} has schema version {version}, newer than this "
                 f"exporter's {SCHEMA_VERSION}; use a newer exporter or another state.path"
+            )
+        if self.read_only and version < SCHEMA_VERSION:
+            db.close()
+            raise StateError(
+                f"state.path: {self.path} has schema version {version}; the exporter migrates it "
+                f"to {SCHEMA_VERSION} when it next starts"
             )
         self._migrate(db, version)
         return db
