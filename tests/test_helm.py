@@ -26,9 +26,12 @@ import kubernetes_validate.utils
 import pytest
 import yaml
 
+from exporter.config import Config
 from tests.helpers import REFERENCE, ROOT, printed_secrets, require_binary, run_cli
 
 CHART = ROOT / "helm" / "ci-pipeline-exporter"
+# The one value the chart's defaults lack (where the GitHub credentials are).
+CREDENTIALS = ("--set", "github.existingSecret=cipe-github")
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 BAD_VALUES = sorted((REFERENCE / "helm-bad-values").glob("*.yaml"))
 OPERATOR_SCHEMAS = {
@@ -581,6 +584,23 @@ def test_inconsistent_webhook_settings_are_refused_naming_the_value(helm: Helm, 
     assert webhook_values()["secret"] not in rendered.stderr
 
 
+def test_no_github_credentials_are_refused_naming_the_values(helm: Helm) -> None:
+    """The chart's defaults name no token, Secret or App: rendering them fails with one line
+    naming the values to set (a pod without credentials would only crash-loop)."""
+    rendered = template(helm, CHART)
+    assert rendered.returncode != 0
+    assert "github: set github.existingSecret" in rendered.stderr, rendered.stderr
+    assert template(helm, CHART, "--set", "github.token=ghp_x").returncode == 0
+
+
+def test_every_config_key_is_accepted_by_the_schema() -> None:
+    """`config` is the exporter's config file as it is: the schema lets through each of its
+    top-level keys except `sharding`, which the chart sets (step histograms were refused)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    accepted = set(schema["properties"]["config"]["properties"])
+    assert accepted == set(Config.model_fields) - {"sharding"}
+
+
 def test_other_webhook_keys_of_the_config_are_kept(render: Callable[[Path, str], Rendered]) -> None:
     """config.github.webhooks keys the chart does not set (max_body_bytes) are merged in."""
     config = yaml.safe_load(WEBHOOKS_VALUES.read_text())["config"]["github"]["webhooks"]
@@ -650,10 +670,10 @@ TEMPLATE_TYPOS = {
 def test_a_template_typo_fails_lint_and_template(helm: Helm, chart_copy: Path, typo: str) -> None:
     name, old, new = TEMPLATE_TYPOS[typo]
     _edit(chart_copy / "templates" / name, old, new)
-    lint = helm("lint", "--strict", str(chart_copy))
+    lint = helm("lint", "--strict", str(chart_copy), *CREDENTIALS)
     assert lint.returncode != 0, lint.stdout + lint.stderr
     assert name in lint.stdout + lint.stderr, lint.stdout + lint.stderr
-    rendered = template(helm, chart_copy)
+    rendered = template(helm, chart_copy, *CREDENTIALS)
     assert rendered.returncode != 0, rendered.stderr
     assert name in rendered.stderr, rendered.stderr
 
@@ -668,7 +688,7 @@ def test_a_typo_that_stays_valid_yaml_is_caught_by_the_schemas(
         'include "cipe.config" . | nindent 4',
         'include "cipe.config" . | nindent 2',
     )
-    result = template(helm, chart_copy, "--kube-version", OLDEST)
+    result = template(helm, chart_copy, "--kube-version", OLDEST, *CREDENTIALS)
     assert result.returncode == 0, result.stderr
     (configmap,) = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] == "ConfigMap"]
     errors = validation_errors(configmap, OLDEST)

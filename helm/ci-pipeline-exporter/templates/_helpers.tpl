@@ -98,7 +98,17 @@ forward_url: replicas and the headless Service
 
 {{- /* The exporter's config file: .Values.config, with github.webhooks from `webhooks` when
   enabled (the user's other github.webhooks keys, e.g. max_body_bytes, are kept). */}}
+{{- /* A pod without GitHub credentials would only crash-loop: refused when rendering. */}}
+{{- define "cipe.checkGithub" -}}
+{{- if .Values.config.github -}}
+{{- if not (or .Values.github.token .Values.github.existingSecret .Values.github.app.enabled) -}}
+{{- fail "github: set github.existingSecret (a Secret with the key GITHUB_TOKEN, or app.pem with github.app.enabled) or github.token" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "cipe.config" -}}
+{{- include "cipe.checkGithub" . -}}
 {{- include "cipe.checkWebhooks" . -}}
 {{- $config := deepCopy .Values.config -}}
 {{- if .Values.webhooks.enabled -}}
