@@ -53,6 +53,7 @@ def test_github_documented_signature_example() -> None:
     assert not verify(b"another secret", body, expected)
     assert not verify(secret, body, "sha1=" + expected.removeprefix("sha256="))
     assert not verify(secret, body, None)
+    assert not verify(secret, body, "sha256=\xe9" + expected[8:])  # non-ASCII: False, no raise
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def _job_event(repository: str, workflow: str = "CI") -> dict[str, Any]:
 
 
 def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulator]) -> None:
-    """401 for a missing, SHA-1-only or wrong signature; 400 for malformed JSON or a payload that
+    """401 for a missing, SHA-1-only or wrong signature, or one with non-ASCII bytes; 400 for malformed JSON or a payload that
     is not a workflow_job; 405 for other methods; 404 for other paths; 2xx for ping, unsubscribed
     events, unknown repositories and unconfigured workflows — nothing recorded, every answer
     counted."""
@@ -105,6 +106,8 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     assert httpx.post(hook, content=body, headers=headers).status_code == 401
     assert httpx.post(hook, content=body, headers={**headers, **sha1}).status_code == 401
     assert deliver(hook, "workflow_job", body, secret="wrong").status_code == 401
+    latin1 = {"X-Hub-Signature-256": b"sha256=\xe9" + b"0" * 63}  # raw bytes on the wire
+    assert httpx.post(hook, content=body, headers={**headers, **latin1}).status_code == 401
     assert deliver(hook, "workflow_job", b"{not json").status_code == 400
     assert deliver(hook, "workflow_job", [1, 2]).status_code == 400
     broken = _job_event("acme/webapp")
@@ -118,9 +121,9 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     assert deliver(hook, "workflow_job", _job_event("someone/else")).is_success
     assert deliver(hook, "workflow_job", _job_event("acme/webapp", "Nightly")).is_success
 
-    counts = wait_for(lambda: (c := _counts(url)) and sum(c.values()) >= 13 and c, 10)
+    counts = wait_for(lambda: (c := _counts(url)) and sum(c.values()) >= 14 and c, 10)
     assert counts == {
-        ("workflow_job", "", "rejected"): 5.0,  # three signatures, two bodies
+        ("workflow_job", "", "rejected"): 6.0,  # four signatures, two bodies
         ("workflow_job", "queued", "rejected"): 1.0,  # not a workflow_job payload
         ("other", "", "rejected"): 3.0,  # GET, PUT, another path
         ("ping", "", "ignored"): 1.0,
