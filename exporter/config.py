@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,10 +178,25 @@ class WebhooksConfig(_Strict):
     @classmethod
     def _forward_template(cls, value: str | None) -> str | None:
         if value is not None:
-            check_base_url(value.replace("{index}", "0"), "forwarded events are signed")
-            if "{index}" not in value:
-                raise ValueError("forward_url needs {index}, the owning shard's number")
+            check_base_url(_format_index(value), "forwarded events are signed")
         return value
+
+
+def _format_index(template: str) -> str:
+    """The forward_url for shard 0. {index} must be its only placeholder: the forwarder formats it
+    for every event, and any other field would fail there, after GitHub got its answer."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:
+        raise ValueError("a { or } without its pair (write {{ or }} for a literal brace)") from None
+    if any(field != "index" for field in fields):
+        raise ValueError("{index} is the only placeholder allowed (write {{ or }} for a brace)")
+    if "index" not in fields:
+        raise ValueError("forward_url needs {index}, the owning shard's number")
+    try:
+        return template.format(index=0)
+    except (ValueError, KeyError, IndexError):
+        raise ValueError("{index} has a conversion or format that a number can't take") from None
 
 
 class RunnersConfig(_Strict):

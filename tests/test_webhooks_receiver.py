@@ -106,8 +106,9 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     assert httpx.post(hook, content=body, headers=headers).status_code == 401
     assert httpx.post(hook, content=body, headers={**headers, **sha1}).status_code == 401
     assert deliver(hook, "workflow_job", body, secret="wrong").status_code == 401
-    latin1 = {"X-Hub-Signature-256": b"sha256=\xe9" + b"0" * 63}  # raw bytes on the wire
-    assert httpx.post(hook, content=body, headers={**headers, **latin1}).status_code == 401
+    latin1 = {k.encode(): v.encode() for k, v in headers.items()}  # raw bytes on the wire
+    latin1[b"X-Hub-Signature-256"] = b"sha256=\xe9" + b"0" * 63
+    assert httpx.post(hook, content=body, headers=latin1).status_code == 401
     assert deliver(hook, "workflow_job", b"{not json").status_code == 400
     assert deliver(hook, "workflow_job", [1, 2]).status_code == 400
     broken = _job_event("acme/webapp")

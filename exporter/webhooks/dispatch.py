@@ -202,11 +202,15 @@ class Router:
         return event.workflow_run.workflow in workflows
 
     def _elsewhere(self, repository: str, delivery: Delivery) -> str:
-        """Another shard's repository: forwarded to its owner once (never a forwarded event)."""
+        """Another shard's repository: queued for forwarding to its owner once (never a forwarded
+        event); the forwarder counts it `forwarded` or `failed` when the owner has answered."""
         if self.forward is None or delivery.forwarded:
             return "ignored"
         owner = self.sharding.shard_of(f"repo:{repository}")
-        return "forwarded" if self.forward(owner, delivery) else "failed"
+        if not self.forward(owner, delivery):
+            log.warning("webhook forward queue full; the owner's reconciler will record it")
+            return "failed"
+        return "queued"
 
 
 def _parse(delivery: Delivery, skew: float) -> WorkflowJobEvent | WorkflowRunEvent:

@@ -48,7 +48,7 @@ class Webhooks:
         self.dispatcher = Dispatcher(self._count)
         self.forwarder: Forwarder | None = None
         if config.sharding.total > 1 and hooks.forward_url:
-            self.forwarder = Forwarder(hooks.forward_url, config.sharding.index)
+            self.forwarder = Forwarder(hooks.forward_url, config.sharding.index, self._count)
         router = Router(config, handlers, self.dispatcher, self.forwarder)
         self.receiver = WebhookReceiver(
             hooks.path, webhook_secret(hooks, environ), hooks.max_body_bytes, telemetry, router
