@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,13 +59,13 @@ MIB, GIB = 1024**2, 1024**3
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
-def _first_duplicate(values: Iterable[str]) -> str | None:
+def _first_duplicate(values: Iterable[str], key: Callable[[str], str] = str) -> str | None:
     """Linear, so a file with thousands of repositories validates in moments."""
     seen: set[str] = set()
     for value in values:
-        if value in seen:
+        if key(value) in seen:
             return value
-        seen.add(value)
+        seen.add(key(value))
     return None
 
 
@@ -264,9 +264,10 @@ class GitHubConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_repositories(self) -> GitHubConfig:
-        twice = _first_duplicate(r.name for r in self.repositories)
+        # GitHub's names are case-insensitive: acme/WebApp and acme/webapp are one repository.
+        twice = _first_duplicate((r.name for r in self.repositories), str.casefold)
         if twice is not None:
-            raise ValueError(f"repository {twice} is listed twice")
+            raise ValueError(f"repository {twice} is listed twice (names ignore case)")
         return self
 
 

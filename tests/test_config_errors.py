@@ -214,3 +214,12 @@ def test_forward_url_template_checked_at_load(tmp_path: Path, url: str) -> None:
     errors = _errors(run_cli("check-config", str(_write(tmp_path, data))))
     assert len(errors) == 1, errors
     assert errors[0].startswith("github.webhooks.forward_url: "), errors
+
+
+def test_a_repository_listed_twice_in_another_case_is_refused(tmp_path: Path) -> None:
+    """GitHub's names ignore case, so `acme/WebApp` after `acme/webapp` is the same repository
+    listed twice (webhooks match names ignoring case: they could not tell the two apart)."""
+    data = {"github": {"repositories": [{"name": "acme/webapp"}, {"name": "acme/WebApp"}]}}
+    errors = _errors(run_cli("check-config", str(_write(tmp_path, data))))
+    assert len(errors) == 1, errors
+    assert "repository acme/WebApp is listed twice" in errors[0], errors

@@ -135,6 +135,33 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     assert exposition.total("cicd_pipeline_task_run_active") == 0
 
 
+def test_repository_names_match_ignoring_case(
+    exporter: tuple[str, str, GitHubSimulator], tmp_path: Path
+) -> None:
+    """GitHub's names ignore case: a job of `ACME/WebApp` is recorded for the configured
+    `acme/webapp` (its series under the configured spelling), not ignored. A repository that is
+    not configured is ignored, and its first event — whatever its case — is logged once."""
+    url, hook, _ = exporter
+    assert deliver(hook, "workflow_job", _job_event("ACME/WebApp")).status_code == 202
+    for name in ("someone/else", "Someone/Else", "someone/else"):
+        assert deliver(hook, "workflow_job", _job_event(name)).status_code == 200
+    counts = wait_for(lambda: (c := _counts(url)) and sum(c.values()) >= 4 and c, 10)
+    assert counts == {
+        ("workflow_job", "queued", "recorded"): 1.0,
+        ("workflow_job", "queued", "ignored"): 3.0,
+    }
+    active = scrape(url).by("cicd_pipeline_task_run_active", "repository", "state")
+    assert active[("acme/webapp", "queued")] == 1
+    assert not any(repository != "acme/webapp" for repository, _ in active)
+    logged = [
+        line
+        for line in (tmp_path / "log").read_text().splitlines()
+        if "repository not in github.repositories" in line
+    ]
+    assert len(logged) == 1, logged
+    assert json.loads(logged[0])["repository"] == "someone/else"
+
+
 def test_body_over_the_limit_refused_before_it_is_read(
     exporter: tuple[str, str, GitHubSimulator],
 ) -> None:
