@@ -35,6 +35,7 @@ from tests.hooks import HOOK_ENV, SECRET, deliver, hooks_config, signature
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
 COUNTER = "ci_pipeline_exporter_webhook_events_total"
+SHORT_SECRET = {"TEST_WEBHOOK_SECRET": "fifteen-chars.."}
 
 
 def _example(name: str) -> dict[str, Any]:
@@ -280,8 +281,9 @@ def test_many_deliveries_at_once(exporter: tuple[str, str, GitHubSimulator]) -> 
 
 
 def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> None:
-    """check-config names where the webhook secret comes from, never its value; `serve` without it
-    stops at once with one line naming the key (exit 2); a bad forward_url is refused by name."""
+    """check-config names where the webhook secret comes from, never its value; `serve` without it,
+    or with one shorter than 16 characters, stops at once with one line naming the key (exit 2),
+    never the value; a bad forward_url is refused by name."""
     sim = GitHubSimulator("seed", repositories=("acme/webapp",), token=TOKEN)
     config, _ = hooks_config(tmp_path, sim)
     shown = run_cli("check-config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **HOOK_ENV})
@@ -294,6 +296,14 @@ def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> 
     assert missing.stderr.strip().splitlines() == [
         "ci-pipeline-exporter: config error: github.webhooks.secret_env: "
         "environment variable TEST_WEBHOOK_SECRET is not set"
+    ]
+    short = run_cli(
+        "serve", "--config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **SHORT_SECRET}
+    )
+    assert short.returncode == 2
+    assert short.stderr.strip().splitlines() == [
+        "ci-pipeline-exporter: config error: github.webhooks.secret_env: "
+        "the webhook secret is shorter than 16 characters; use a long random value"
     ]
     data = yaml.safe_load(config.read_text())
     data["github"]["webhooks"]["forward_url"] = "http://shard:9470/webhook"
