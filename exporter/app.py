@@ -185,6 +185,13 @@ class App:
         self.webhooks: Webhooks | None = None
         if config.github is not None and (config.github.repositories or config.github.runners):
             self._add_github(config, config.github, environ)
+        if config.github is not None and config.github.webhooks is not None:
+            # Even a shard that owns nothing listens: the chart's webhook Service sends deliveries
+            # to every replica, and this one forwards them to their owners.
+            handlers = {poller.repo.name: poller for poller in self.pollers}
+            self.webhooks = Webhooks(
+                self.full_config, config.github.webhooks, environ, handlers, self.telemetry
+            )
         for registry in config.registries:
             self._add_registry(registry, environ)
         for job in self.jobs:
@@ -233,11 +240,6 @@ class App:
         for runners in gh.runners:
             pool = RunnersPoller(runners, client, self.store)
             self.jobs.append(SourceJob(pool.source, pool.poll, runners.poll_interval, self.budget))
-        if gh.webhooks is not None:
-            handlers = {poller.repo.name: poller for poller in self.pollers}
-            self.webhooks = Webhooks(
-                self.full_config, gh.webhooks, environ, handlers, self.telemetry
-            )
 
     def _add_registry(self, registry: RegistryConfig, environ: Mapping[str, str]) -> None:
         username = environ.get(registry.username_env, "") if registry.username_env else ""

@@ -11,7 +11,8 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+import string
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -58,13 +59,13 @@ MIB, GIB = 1024**2, 1024**3
 _REPO_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
-def _first_duplicate(values: Iterable[str]) -> str | None:
+def _first_duplicate(values: Iterable[str], key: Callable[[str], str] = str) -> str | None:
     """Linear, so a file with thousands of repositories validates in moments."""
     seen: set[str] = set()
     for value in values:
-        if value in seen:
+        if key(value) in seen:
             return value
-        seen.add(value)
+        seen.add(key(value))
     return None
 
 
@@ -177,10 +178,25 @@ class WebhooksConfig(_Strict):
     @classmethod
     def _forward_template(cls, value: str | None) -> str | None:
         if value is not None:
-            check_base_url(value.replace("{index}", "0"), "forwarded events are signed")
-            if "{index}" not in value:
-                raise ValueError("forward_url needs {index}, the owning shard's number")
+            check_base_url(_format_index(value), "forwarded events are signed")
         return value
+
+
+def _format_index(template: str) -> str:
+    """The forward_url for shard 0. {index} must be its only placeholder: the forwarder formats it
+    for every event, and any other field would fail there, after GitHub got its answer."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError:
+        raise ValueError("a { or } without its pair (write {{ or }} for a literal brace)") from None
+    if any(field != "index" for field in fields):
+        raise ValueError("{index} is the only placeholder allowed (write {{ or }} for a brace)")
+    if "index" not in fields:
+        raise ValueError("forward_url needs {index}, the owning shard's number")
+    try:
+        return template.format(index=0)
+    except (ValueError, KeyError, IndexError):
+        raise ValueError("{index} has a conversion or format that a number can't take") from None
 
 
 class RunnersConfig(_Strict):
@@ -248,9 +264,10 @@ class GitHubConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_repositories(self) -> GitHubConfig:
-        twice = _first_duplicate(r.name for r in self.repositories)
+        # GitHub's names are case-insensitive: acme/WebApp and acme/webapp are one repository.
+        twice = _first_duplicate((r.name for r in self.repositories), str.casefold)
         if twice is not None:
-            raise ValueError(f"repository {twice} is listed twice")
+            raise ValueError(f"repository {twice} is listed twice (names ignore case)")
         return self
 
 

@@ -6,8 +6,8 @@ import logging
 import re
 import sys
 import threading
-from collections import OrderedDict
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -29,26 +29,48 @@ REDACTED = "<redacted>"
 class SecretRegistry:
     """Values known to be secret (tokens read from the environment); scrubbed from every log line.
     Configured secrets are kept for the process's life; rotating ones (installation tokens, JWTs,
-    registry tokens, minted again and again) only the most recent `keep_rotating`: an expired
-    one is worth little, and the set must not grow (nor every log line's scrub slow) for ever."""
+    registry tokens, minted again and again) until `grace` after they expire (the caller says
+    when; `default_life` after they were added otherwise), so every token a cache may still use is
+    scrubbed however many there are, and the set does not grow for ever. Beyond `max_rotating`
+    (a bound on memory, never reached by the caches), the soonest to expire go first."""
 
-    def __init__(self, keep_rotating: int = 64) -> None:
+    def __init__(
+        self,
+        max_rotating: int = 10_000,
+        default_life: float = 3600.0,
+        grace: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._values: set[str] = set()
-        self._rotating: OrderedDict[str, None] = OrderedDict()
-        self._keep = keep_rotating
+        self._rotating: dict[str, float] = {}  # value -> when it expires (epoch seconds)
+        self._max = max_rotating
+        self._default_life = default_life
+        self._grace = grace
+        self._clock = clock
         self._lock = threading.Lock()
 
-    def add(self, value: str | None, *, rotating: bool = False) -> None:
+    def add(
+        self, value: str | None, *, rotating: bool = False, expires_at: float | None = None
+    ) -> None:
         if not value or len(value) < 4:
             return
         with self._lock:
             if not rotating:
                 self._values.add(value)
                 return
-            self._rotating[value] = None
-            self._rotating.move_to_end(value)
-            while len(self._rotating) > self._keep:
-                self._rotating.popitem(last=False)
+            now = self._clock()
+            expires = now + self._default_life if expires_at is None else expires_at
+            self._rotating[value] = max(expires, self._rotating.get(value, expires))
+            self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        """Under the lock: the expired ones, then the soonest to expire beyond the bound."""
+        for value in [v for v, t in self._rotating.items() if t + self._grace < now]:
+            del self._rotating[value]
+        excess = len(self._rotating) - self._max
+        if excess > 0:
+            for value in sorted(self._rotating, key=self._rotating.__getitem__)[:excess]:
+                del self._rotating[value]
 
     def __len__(self) -> int:
         with self._lock:

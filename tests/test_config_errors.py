@@ -195,3 +195,31 @@ def test_plain_http_api_url_only_for_loopback(tmp_path: Path, url: str, ok: bool
             "github.api_url: plain http is allowed for a loopback api_url only (the token)"
         ]
         assert url not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cipe-{index}.svc:9470/{hook}",  # a field the forwarder can't fill
+        "http://cipe-{index}.svc:9470/{}",
+        "http://cipe-{index}.svc:9470/webhook{",
+        "http://cipe-{index!x}.svc:9470/webhook",
+        "http://cipe.svc:9470/webhook",  # no {index}
+    ],
+)
+def test_forward_url_template_checked_at_load(tmp_path: Path, url: str) -> None:
+    """A forward_url the forwarder could not format for every shard is one config error naming
+    the key (it used to pass, then fail in the forwarder's thread for every event)."""
+    data = {"github": {**VALID["github"], "webhooks": {"forward_url": url}}}
+    errors = _errors(run_cli("check-config", str(_write(tmp_path, data))))
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("github.webhooks.forward_url: "), errors
+
+
+def test_a_repository_listed_twice_in_another_case_is_refused(tmp_path: Path) -> None:
+    """GitHub's names ignore case, so `acme/WebApp` after `acme/webapp` is the same repository
+    listed twice (webhooks match names ignoring case: they could not tell the two apart)."""
+    data = {"github": {"repositories": [{"name": "acme/webapp"}, {"name": "acme/WebApp"}]}}
+    errors = _errors(run_cli("check-config", str(_write(tmp_path, data))))
+    assert len(errors) == 1, errors
+    assert "repository acme/WebApp is listed twice" in errors[0], errors

@@ -69,13 +69,38 @@ def test_scrubbing_of_log_events() -> None:
     assert "ok=1" in lines[0]["url"]
 
 
-def test_rotating_secrets_are_bounded_and_configured_ones_kept() -> None:
-    """An installation or registry token minted every few minutes for months leaves the registry
-    bounded: the most recent rotating values and every configured secret are still scrubbed."""
-    registry = SecretRegistry(keep_rotating=64)
+def test_rotating_secrets_kept_until_they_expire_and_bounded() -> None:
+    """A registry token per image repository, cached until it expires: with 1,000 repositories
+    every still-valid one is scrubbed (only the 64 most recent were). Tokens minted for months
+    leave the registry bounded: expired ones (past a grace) go; configured secrets stay."""
+    now = [1_000_000.0]
+    registry = SecretRegistry(grace=300.0, clock=lambda: now[0])
     registry.add("configured-token-0001")
-    for index in range(10_000):
-        registry.add(f"registry-token-{index:06d}", rotating=True)
-    assert len(registry) == 65
-    text = registry.scrub("configured-token-0001 registry-token-009999 registry-token-000001")
-    assert text == "<redacted> <redacted> registry-token-000001"  # long expired, forgotten
+    for index in range(1000):
+        registry.add(f"registry-token-{index:06d}", rotating=True, expires_at=now[0] + 3600)
+    assert len(registry) == 1001
+    text = registry.scrub("configured-token-0001 registry-token-000000 registry-token-000999")
+    assert text == "<redacted> <redacted> <redacted>"
+    for hour in range(1, 24 * 60):  # two months of hourly tokens, each valid for an hour
+        now[0] += 3600
+        registry.add(f"installation-token-{hour:06d}", rotating=True, expires_at=now[0] + 3600)
+    assert len(registry) == 3  # the configured one, the current and the previous token
+    text = registry.scrub("configured-token-0001 registry-token-000001 installation-token-001439")
+    assert text == "<redacted> registry-token-000001 <redacted>"  # long expired, forgotten
+
+
+def test_rotating_secrets_beyond_the_bound_go_soonest_expiring_first() -> None:
+    """Past `max_rotating` still-valid tokens (a bound on memory), the one that expires soonest
+    is dropped, not the newest; a token without an expiry lives `default_life`."""
+    now = [0.0]
+    registry = SecretRegistry(max_rotating=3, default_life=600.0, clock=lambda: now[0])
+    registry.add("token-late", rotating=True, expires_at=5000.0)
+    registry.add("token-soon", rotating=True, expires_at=100.0)
+    registry.add("token-default", rotating=True)  # 600
+    registry.add("token-newest", rotating=True, expires_at=3000.0)
+    assert registry.scrub("token-soon token-late token-default token-newest") == (
+        "token-soon <redacted> <redacted> <redacted>"
+    )
+    now[0] = 1000.0  # token-default expired 400 s ago: past the 300 s grace, gone
+    registry.add("token-other", rotating=True, expires_at=2000.0)
+    assert registry.scrub("token-default token-newest") == "token-default <redacted>"

@@ -1,13 +1,18 @@
 """Sharding: two exporters with sharding.total 2 split repositories and image sets; the union of
-their series equals a single exporter's, and no series appears in both."""
+their series equals a single exporter's, and no series appears in both. The webhook forwarder
+survives faults and counts each delivery by what the owner answered."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import httpx
 import yaml
 
 from exporter.config import ShardingConfig
+from exporter.webhooks.forward import Forwarder
+from exporter.webhooks.receiver import FORWARDED, Delivery
 from simulator.registry import RegistrySimulator
 from tests.helpers import TOKEN, Exposition, run_cli
 from tests.schemas import validated_simulator
@@ -81,3 +86,41 @@ def test_shards_partition_the_series(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "sharding" in bad.stderr
+
+
+def test_forwarder_survives_any_fault_and_counts_what_the_owner_answered() -> None:
+    """Fault injection (a mock transport): an exception that is not an httpx error, then a 401
+    from the owner, then a 202. The first two are counted `failed`, the third `forwarded` — the
+    thread lived through the first; each sent to the owner's URL with the forwarded marker."""
+    answers: list[Exception | int] = [RuntimeError("a bug below the client"), 401, 202]
+    sent: list[httpx.Request] = []
+
+    def owner(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer)
+
+    counted: list[tuple[str, str, str]] = []
+    done = threading.Event()
+
+    def count(event: str, action: str, outcome: str) -> None:
+        counted.append((event, action, outcome))
+        if len(counted) == 3:
+            done.set()
+
+    http = httpx.Client(transport=httpx.MockTransport(owner))
+    forwarder = Forwarder("http://shard-{index}:9470/webhook", 0, count, http=http)
+    forwarder.start()
+    try:
+        delivery = Delivery("workflow_job", "queued", {}, b"{}", {"x-github-event": "workflow_job"})
+        for _ in range(3):
+            assert forwarder(1, delivery)
+        assert done.wait(10), counted
+    finally:
+        forwarder.stop()
+    assert [outcome for _, _, outcome in counted] == ["failed", "failed", "forwarded"]
+    assert {(event, action) for event, action, _ in counted} == {("workflow_job", "queued")}
+    assert [str(r.url) for r in sent] == ["http://shard-1:9470/webhook"] * 3
+    assert all(r.headers[FORWARDED] == "0" for r in sent)

@@ -2,10 +2,11 @@
 runs progress (some repeated, some dropped, some while the exporter is down) to `serve`; the
 metrics end up equal to the simulator's ground truth, the live gauges follow the jobs and survive
 a restart, the API cost per attempt stays at most 2 requests, and two shards forward each other's
-events."""
+events (a shard that owns nothing included)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +15,12 @@ from typing import Any
 import httpx
 import yaml
 
+from exporter.config import ShardingConfig
+from exporter.webhooks.receiver import FORWARDED
 from simulator.github import GitHubSimulator
 from simulator.webhooks import WebhookSender
 from tests.helpers import (
+    REFERENCE,
     TOKEN,
     Exposition,
     assert_matches_truth,
@@ -25,11 +29,12 @@ from tests.helpers import (
     serve,
     wait_for,
 )
-from tests.hooks import HOOK_ENV, SECRET, hooks_config, live_jobs, quiet_moment
+from tests.hooks import HOOK_ENV, SECRET, deliver, hooks_config, live_jobs, quiet_moment
 from tests.schemas import validated_simulator
 
 COUNTER = "ci_pipeline_exporter_webhook_events_total"
 ENV = {"TEST_GITHUB_TOKEN": TOKEN, **HOOK_ENV}
+EXAMPLE_QUEUED = REFERENCE / "github-api" / "examples" / "webhook-workflow_job.queued.json"
 
 
 @contextmanager
@@ -194,22 +199,7 @@ def test_two_shards_forward_each_others_events(tmp_path: Path) -> None:
     repositories = tuple(f"acme/repo-{i}" for i in range(4))
     with validated_simulator("seed", seed=6, token=TOKEN, repositories=repositories) as sim:
         port = free_port()
-        urls = []
-        configs = []
-        for index in (0, 1):
-            config, _ = hooks_config(
-                tmp_path,
-                sim,
-                name=f"shard-{index}.yaml",
-                state=tmp_path / f"state-{index}.db",
-                host=f"127.0.0.1{index}",
-                port=port,
-                webhooks={"forward_url": f"http://127.0.0.1{{index}}:{port}/webhook"},
-            )
-            data = yaml.safe_load(config.read_text())
-            data["sharding"] = {"total": 2, "index": index}
-            config.write_text(yaml.safe_dump(data))
-            configs.append(config)
+        configs = _shard_configs(tmp_path, sim, port)
         sender = WebhookSender(sim, f"http://127.0.0.10:{port}/webhook", SECRET)
         with running(configs[0], tmp_path) as url0, running(configs[1], tmp_path) as url1:
             urls = [url0, url1]
@@ -238,10 +228,82 @@ def test_two_shards_forward_each_others_events(tmp_path: Path) -> None:
             assert owners[1]
             assert not owners[0] & owners[1]
             assert_matches_truth(merged, truth)
-            forwarded = scrape(url0).by(COUNTER, "outcome").get(("forwarded",), 0)
-            assert forwarded > 0
-            assert scrape(url1).total(COUNTER) == forwarded  # all it got, all handled
+            # All it got, all handled (a delivery is counted `forwarded` once shard 1 answered).
+            wait_for(
+                lambda: scrape(url1).total(COUNTER) == _outcomes(url0).get("forwarded", 0) > 0,
+                10,
+                message="all forwarded and handled",
+            )
+            assert "failed" not in _outcomes(url0)
         sender.stop()
+
+
+def _shard_configs(tmp_path: Path, sim: GitHubSimulator, port: int) -> list[Path]:
+    """Two shards' configs: shard i listens on 127.0.0.1i:port and forwards to the other's."""
+    configs = []
+    for index in (0, 1):
+        config, _ = hooks_config(
+            tmp_path,
+            sim,
+            name=f"shard-{index}.yaml",
+            state=tmp_path / f"state-{index}.db",
+            host=f"127.0.0.1{index}",
+            port=port,
+            webhooks={"forward_url": f"http://127.0.0.1{{index}}:{port}/webhook"},
+        )
+        data = yaml.safe_load(config.read_text())
+        data["sharding"] = {"total": 2, "index": index}
+        config.write_text(yaml.safe_dump(data))
+        configs.append(config)
+    return configs
+
+
+def _queued_job(repository: str) -> dict[str, Any]:
+    """GitHub's example `workflow_job` `queued` delivery, for `repository`."""
+    payload: dict[str, Any] = json.loads(EXAMPLE_QUEUED.read_text())
+    payload["repository"]["full_name"] = repository
+    return payload
+
+
+def test_a_shard_that_owns_nothing_answers_and_forwards(tmp_path: Path) -> None:
+    """Two shards, one repository: the shard that owns nothing still listens (the chart's Service
+    sends it deliveries) and forwards a job to the owner, found by the configured name though the
+    event spells it in another case; it is counted `forwarded` once the owner took it, and
+    recorded there. A delivery already forwarded (marked, signed as the forwarder sends it) is
+    `ignored`, never forwarded again. With the owner down, a forward is counted `failed`."""
+    repository = "acme/webapp"
+    owner = ShardingConfig(total=2).shard_of(f"repo:{repository}")
+    # A spelling that hashes to the other shard: forwarding by the event's name would miss.
+    spelling = next(
+        name
+        for name in ("ACME/webapp", "acme/WEBAPP", "Acme/WebApp", "ACME/WEBAPP", "acme/Webapp")
+        if ShardingConfig(total=2).shard_of(f"repo:{name}") != owner
+    )
+    with validated_simulator("seed", token=TOKEN, repositories=(repository,)) as sim:
+        port = free_port()
+        configs = _shard_configs(tmp_path, sim, port)
+        hook = f"http://127.0.0.1{1 - owner}:{port}/webhook"
+        with running(configs[1 - owner], tmp_path) as other:
+            with running(configs[owner], tmp_path) as url:
+                assert deliver(hook, "workflow_job", _queued_job(spelling)).status_code == 202
+                wait_for(lambda: _outcomes(other) == {"forwarded": 1}, 10, message="forwarded")
+                wait_for(lambda: _outcomes(url) == {"recorded": 1}, 10, message="recorded")
+                active = scrape(url).by("cicd_pipeline_task_run_active", "repository", "state")
+                assert active[(repository, "queued")] == 1
+
+                marked = {FORWARDED: str(owner)}
+                again = deliver(hook, "workflow_job", _queued_job(repository), headers=marked)
+                assert again.status_code == 200
+                assert _outcomes(other) == {"forwarded": 1, "ignored": 1}
+                assert _outcomes(url) == {"recorded": 1}
+            assert deliver(hook, "workflow_job", _queued_job(repository)).status_code == 202
+            wait_for(lambda: _outcomes(other).get("failed") == 1, 30, message="failed")
+            assert _outcomes(other) == {"forwarded": 1, "ignored": 1, "failed": 1}
+
+
+def _outcomes(url: str) -> dict[str, float]:
+    """The webhook answers counted by outcome."""
+    return {k[0]: v for k, v in scrape(url).by(COUNTER, "outcome").items()}
 
 
 def _owns_all(exposition: Exposition, truth: dict[str, object]) -> bool:

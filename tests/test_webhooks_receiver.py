@@ -35,6 +35,7 @@ from tests.hooks import HOOK_ENV, SECRET, deliver, hooks_config, signature
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
 COUNTER = "ci_pipeline_exporter_webhook_events_total"
+SHORT_SECRET = {"TEST_WEBHOOK_SECRET": "fifteen-chars.."}
 
 
 def _example(name: str) -> dict[str, Any]:
@@ -53,6 +54,7 @@ def test_github_documented_signature_example() -> None:
     assert not verify(b"another secret", body, expected)
     assert not verify(secret, body, "sha1=" + expected.removeprefix("sha256="))
     assert not verify(secret, body, None)
+    assert not verify(secret, body, "sha256=\xe9" + expected[8:])  # non-ASCII: False, no raise
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def _job_event(repository: str, workflow: str = "CI") -> dict[str, Any]:
 
 
 def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulator]) -> None:
-    """401 for a missing, SHA-1-only or wrong signature; 400 for malformed JSON or a payload that
+    """401 for a missing, SHA-1-only or wrong signature, or one with non-ASCII bytes; 400 for malformed JSON or a payload that
     is not a workflow_job; 405 for other methods; 404 for other paths; 2xx for ping, unsubscribed
     events, unknown repositories and unconfigured workflows — nothing recorded, every answer
     counted."""
@@ -105,6 +107,9 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     assert httpx.post(hook, content=body, headers=headers).status_code == 401
     assert httpx.post(hook, content=body, headers={**headers, **sha1}).status_code == 401
     assert deliver(hook, "workflow_job", body, secret="wrong").status_code == 401
+    latin1 = {k.encode(): v.encode() for k, v in headers.items()}  # raw bytes on the wire
+    latin1[b"X-Hub-Signature-256"] = b"sha256=\xe9" + b"0" * 63
+    assert httpx.post(hook, content=body, headers=latin1).status_code == 401
     assert deliver(hook, "workflow_job", b"{not json").status_code == 400
     assert deliver(hook, "workflow_job", [1, 2]).status_code == 400
     broken = _job_event("acme/webapp")
@@ -118,9 +123,9 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     assert deliver(hook, "workflow_job", _job_event("someone/else")).is_success
     assert deliver(hook, "workflow_job", _job_event("acme/webapp", "Nightly")).is_success
 
-    counts = wait_for(lambda: (c := _counts(url)) and sum(c.values()) >= 13 and c, 10)
+    counts = wait_for(lambda: (c := _counts(url)) and sum(c.values()) >= 14 and c, 10)
     assert counts == {
-        ("workflow_job", "", "rejected"): 5.0,  # three signatures, two bodies
+        ("workflow_job", "", "rejected"): 6.0,  # four signatures, two bodies
         ("workflow_job", "queued", "rejected"): 1.0,  # not a workflow_job payload
         ("other", "", "rejected"): 3.0,  # GET, PUT, another path
         ("ping", "", "ignored"): 1.0,
@@ -129,6 +134,33 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     }
     exposition = scrape(url)
     assert exposition.total("cicd_pipeline_task_run_active") == 0
+
+
+def test_repository_names_match_ignoring_case(
+    exporter: tuple[str, str, GitHubSimulator], tmp_path: Path
+) -> None:
+    """GitHub's names ignore case: a job of `ACME/WebApp` is recorded for the configured
+    `acme/webapp` (its series under the configured spelling), not ignored. A repository that is
+    not configured is ignored, and its first event — whatever its case — is logged once."""
+    url, hook, _ = exporter
+    assert deliver(hook, "workflow_job", _job_event("ACME/WebApp")).status_code == 202
+    for name in ("someone/else", "Someone/Else", "someone/else"):
+        assert deliver(hook, "workflow_job", _job_event(name)).status_code == 200
+    counts = wait_for(lambda: (c := _counts(url)) and sum(c.values()) >= 4 and c, 10)
+    assert counts == {
+        ("workflow_job", "queued", "recorded"): 1.0,
+        ("workflow_job", "queued", "ignored"): 3.0,
+    }
+    active = scrape(url).by("cicd_pipeline_task_run_active", "repository", "state")
+    assert active[("acme/webapp", "queued")] == 1
+    assert not any(repository != "acme/webapp" for repository, _ in active)
+    logged = [
+        line
+        for line in (tmp_path / "log").read_text().splitlines()
+        if "repository not in github.repositories" in line
+    ]
+    assert len(logged) == 1, logged
+    assert json.loads(logged[0])["repository"] == "someone/else"
 
 
 def test_body_over_the_limit_refused_before_it_is_read(
@@ -249,8 +281,9 @@ def test_many_deliveries_at_once(exporter: tuple[str, str, GitHubSimulator]) -> 
 
 
 def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> None:
-    """check-config names where the webhook secret comes from, never its value; `serve` without it
-    stops at once with one line naming the key (exit 2); a bad forward_url is refused by name."""
+    """check-config names where the webhook secret comes from, never its value; `serve` without it,
+    or with one shorter than 16 characters, stops at once with one line naming the key (exit 2),
+    never the value; a bad forward_url is refused by name."""
     sim = GitHubSimulator("seed", repositories=("acme/webapp",), token=TOKEN)
     config, _ = hooks_config(tmp_path, sim)
     shown = run_cli("check-config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **HOOK_ENV})
@@ -263,6 +296,14 @@ def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> 
     assert missing.stderr.strip().splitlines() == [
         "ci-pipeline-exporter: config error: github.webhooks.secret_env: "
         "environment variable TEST_WEBHOOK_SECRET is not set"
+    ]
+    short = run_cli(
+        "serve", "--config", str(config), env={"TEST_GITHUB_TOKEN": TOKEN, **SHORT_SECRET}
+    )
+    assert short.returncode == 2
+    assert short.stderr.strip().splitlines() == [
+        "ci-pipeline-exporter: config error: github.webhooks.secret_env: "
+        "the webhook secret is shorter than 16 characters; use a long random value"
     ]
     data = yaml.safe_load(config.read_text())
     data["github"]["webhooks"]["forward_url"] = "http://shard:9470/webhook"

@@ -168,6 +168,10 @@ class Router:
         # Every repository of every shard: an event for one owned elsewhere is forwarded.
         github = config.github
         self.workflows = {r.name: r.workflows for r in github.repositories} if github else {}
+        # GitHub's names ignore case: an event's name is matched to the configured spelling,
+        # which keys the handlers, the series and the shard.
+        self.names = {name.casefold(): name for name in self.workflows}
+        self.unknown = UnknownNames()
         self.sharding: ShardingConfig = config.sharding
         self.handlers = handlers
         self.dispatcher = dispatcher
@@ -185,8 +189,8 @@ class Router:
                 error=str(exc).splitlines()[0],
             )
             return "rejected"
-        repository = event.repository.full_name
-        if repository not in self.workflows or not self._wanted(repository, event):
+        repository = self._configured(event)
+        if repository is None:
             return "ignored"
         handler = self.handlers.get(repository)
         if handler is None:
@@ -199,6 +203,14 @@ class Router:
             return "failed"
         return "queued"
 
+    def _configured(self, event: WorkflowJobEvent | WorkflowRunEvent) -> str | None:
+        """The configured name of the event's repository, if its workflow is wanted too."""
+        repository = self.names.get(event.repository.full_name.casefold())
+        if repository is None:
+            self.unknown.ignored(event.repository.full_name)
+            return None
+        return repository if self._wanted(repository, event) else None
+
     def _wanted(self, repository: str, event: WorkflowJobEvent | WorkflowRunEvent) -> bool:
         workflows = self.workflows[repository]
         if workflows is None:
@@ -208,11 +220,38 @@ class Router:
         return event.workflow_run.workflow in workflows
 
     def _elsewhere(self, repository: str, delivery: Delivery) -> str:
-        """Another shard's repository: forwarded to its owner once (never a forwarded event)."""
+        """Another shard's repository: queued for forwarding to its owner once (never a forwarded
+        event); the forwarder counts it `forwarded` or `failed` when the owner has answered."""
         if self.forward is None or delivery.forwarded:
             return "ignored"
         owner = self.sharding.shard_of(f"repo:{repository}")
-        return "forwarded" if self.forward(owner, delivery) else "failed"
+        if not self.forward(owner, delivery):
+            log.warning("webhook forward queue full; the owner's reconciler will record it")
+            return "failed"
+        return "queued"
+
+
+class UnknownNames:
+    """Logs the first event of each repository that is not configured (a typo in the config shows
+    up at once); the names remembered are capped, since anyone with the secret chooses them."""
+
+    def __init__(self, cap: int = 1000) -> None:
+        self._seen: set[str] = set()
+        self._cap = cap
+        self._lock = threading.Lock()
+
+    def ignored(self, repository: str) -> None:
+        name = repository.casefold()
+        with self._lock:
+            if name in self._seen or len(self._seen) >= self._cap:
+                return
+            self._seen.add(name)
+            full = len(self._seen) == self._cap
+        log.info(
+            "webhook ignored: repository not in github.repositories",
+            repository=repository[:200],
+            **({"note": f"the first {self._cap} such names logged, no more"} if full else {}),
+        )
 
 
 def _parse(delivery: Delivery, skew: float) -> WorkflowJobEvent | WorkflowRunEvent:

@@ -53,7 +53,7 @@ def action_label(action: object) -> str:
 
 class WebhookReceiver:
     """`route(delivery)` decides what happens next and returns the outcome known now: `queued`
-    (recorded later, counted then), `ignored`, `forwarded`, or `rejected` (a 400)."""
+    (recorded or forwarded later, counted then), `ignored`, `failed`, or `rejected` (a 400)."""
 
     def __init__(
         self,

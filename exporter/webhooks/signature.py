@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 PREFIX = "sha256="
+# What GitHub sends; anything else (other characters, non-ASCII bytes) is a bad signature.
+_FORMAT = re.compile(r"sha256=[0-9a-f]{64}")
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -14,6 +17,8 @@ def signature(secret: bytes, body: bytes) -> str:
 
 
 def verify(secret: bytes, body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith(PREFIX):
+    """Whether `header` signs `body`. Never raises: a header GitHub would not send (non-ASCII
+    included, on which compare_digest over str raises) is simply not valid."""
+    if header is None or _FORMAT.fullmatch(header.strip()) is None:
         return False
-    return hmac.compare_digest(signature(secret, body), header.strip())
+    return hmac.compare_digest(signature(secret, body).encode(), header.strip().encode("ascii"))

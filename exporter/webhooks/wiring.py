@@ -15,6 +15,7 @@ from exporter.webhooks.forward import Forwarder
 from exporter.webhooks.receiver import WebhookReceiver
 
 log = get_logger(__name__)
+MIN_SECRET_LENGTH = 16
 
 
 def webhook_secret(hooks: WebhooksConfig, environ: Mapping[str, str]) -> bytes:
@@ -31,6 +32,13 @@ def webhook_secret(hooks: WebhooksConfig, environ: Mapping[str, str]) -> bytes:
         secret = environ.get(name, "").strip()
         if not secret:
             raise ConfigError(f"github.webhooks.secret_env: environment variable {name} is not set")
+    if len(secret) < MIN_SECRET_LENGTH:
+        setting = "secret_file" if hooks.secret_file else "secret_env"
+        # Guessable, and too short for the log scrubber to recognise: never accepted.
+        raise ConfigError(
+            f"github.webhooks.{setting}: the webhook secret is shorter than "
+            f"{MIN_SECRET_LENGTH} characters; use a long random value"
+        )
     SECRETS.add(secret)
     return secret.encode()
 
@@ -48,7 +56,7 @@ class Webhooks:
         self.dispatcher = Dispatcher(self._count)
         self.forwarder: Forwarder | None = None
         if config.sharding.total > 1 and hooks.forward_url:
-            self.forwarder = Forwarder(hooks.forward_url, config.sharding.index)
+            self.forwarder = Forwarder(hooks.forward_url, config.sharding.index, self._count)
         router = Router(config, handlers, self.dispatcher, self.forwarder)
         self.receiver = WebhookReceiver(
             hooks.path, webhook_secret(hooks, environ), hooks.max_body_bytes, telemetry, router

@@ -72,7 +72,7 @@ class AppAuth:
         # iat 60 s in the past allows for clock drift; GitHub accepts at most 10 minutes.
         payload = {"iat": int(now) - 60, "exp": int(now) + 540, "iss": str(self.app_id)}
         token = jwt.encode(payload, self._key, algorithm="RS256")
-        SECRETS.add(token, rotating=True)
+        SECRETS.add(token, rotating=True, expires_at=int(now) + 540)
         return token
 
     def headers(self) -> dict[str, str]:
@@ -108,9 +108,9 @@ class AppAuth:
             token = str(body["token"])
         except (ValueError, KeyError, TypeError):
             raise AuthError("installation token response is malformed") from None
-        SECRETS.add(token, rotating=True)
         self._token = token
         self._expires = parse_timestamp(body.get("expires_at")) or (time.time() + 3600)
+        SECRETS.add(token, rotating=True, expires_at=self._expires)
 
 
 def read_private_key(path: str) -> str:

@@ -168,7 +168,8 @@ class RegistryClient:
             raise MalformedResponse("registry token response is not a token answer") from None
         if not token.value:
             raise MalformedResponse("registry token response has no token")
-        SECRETS.add(token.value, rotating=True)
+        # Cached per repository scope until it expires: scrubbed as long as it may be used.
+        SECRETS.add(token.value, rotating=True, expires_at=time.time() + token.expires_in)
         return token.value, token.expires_in
 
     # -- requests ------------------------------------------------------------------------------
