@@ -145,9 +145,10 @@ class HttpServer:
         except ValueError:  # waitress's getaddrinfo failure: "Invalid host/port specified."
             wasyncore.close_all(self._map)
             raise OSError(f"cannot listen on {_bracketed(host, port)}: unknown host") from None
-        except OSError:
+        except OSError as exc:
             wasyncore.close_all(self._map)
-            raise
+            reason = (exc.strerror or str(exc)).lower()
+            raise OSError(f"cannot listen on {_bracketed(host, port)}: {reason}") from None
         listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
         for listener in listeners:
             listener.channel_class = _Channel

@@ -135,3 +135,13 @@ def test_unknown_host_is_a_one_line_os_error() -> None:
     into a one-line message), not waitress's ValueError."""
     with pytest.raises(OSError, match=r"cannot listen on no-such-host\.invalid:9469"):
         HttpServer("no-such-host.invalid", 9469, _app())
+
+
+def test_a_port_in_use_is_a_one_line_error_naming_the_address() -> None:
+    """A busy port names the address it could not listen on, not only the OS's reason."""
+    first = HttpServer("127.0.0.1", 0, _app())
+    try:
+        with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{first.port}: .*in use"):
+            HttpServer("127.0.0.1", first.port, _app())
+    finally:
+        first.stop()

@@ -95,11 +95,13 @@ def _job_event(repository: str, workflow: str = "CI") -> dict[str, Any]:
     return payload
 
 
-def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulator]) -> None:
-    """401 for a missing, SHA-1-only or wrong signature, or one with non-ASCII bytes; 400 for malformed JSON or a payload that
-    is not a workflow_job; 405 for other methods; 404 for other paths; 2xx for ping, unsubscribed
-    events, unknown repositories and unconfigured workflows — nothing recorded, every answer
-    counted."""
+def test_bad_inputs_answered_and_counted(
+    exporter: tuple[str, str, GitHubSimulator], tmp_path: Path
+) -> None:
+    """401 for a missing, SHA-1-only or wrong signature, or one with non-ASCII bytes; 400 for
+    malformed JSON or a payload that is not a workflow_job (logged naming the field); 405 for
+    other methods; 404 for other paths; 2xx for ping, unsubscribed events, unknown repositories
+    and unconfigured workflows — nothing recorded, every answer counted."""
     url, hook, _ = exporter
     body = json.dumps(_job_event("acme/webapp")).encode()
     headers = {"X-GitHub-Event": "workflow_job", "Content-Type": "application/json"}
@@ -134,6 +136,7 @@ def test_bad_inputs_answered_and_counted(exporter: tuple[str, str, GitHubSimulat
     }
     exposition = scrape(url)
     assert exposition.total("cicd_pipeline_task_run_active") == 0
+    assert "workflow_job.id: Field required" in (tmp_path / "log").read_text()
 
 
 def test_repository_names_match_ignoring_case(

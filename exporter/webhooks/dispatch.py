@@ -186,7 +186,7 @@ class Router:
             log.warning(
                 "webhook payload malformed",
                 github_event=event_label(delivery.event),
-                error=str(exc).splitlines()[0],
+                error=_first_error(exc),
             )
             return "rejected"
         repository = self._configured(event)
@@ -260,3 +260,12 @@ def _parse(delivery: Delivery, skew: float) -> WorkflowJobEvent | WorkflowRunEve
     if delivery.event == "workflow_job":
         return WorkflowJobEvent.model_validate(delivery.payload, context=context)
     return WorkflowRunEvent.model_validate(delivery.payload, context=context)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first failing field and why, as the poller logs a malformed payload."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
