@@ -22,11 +22,13 @@ from exporter.cli import (
     wait_for_stop,
 )
 from exporter.config import DEFAULT_LISTEN, ConfigError, parse_listen
-from exporter.logging import configure_logging
+from exporter.logging import configure_logging, get_logger
 
 if TYPE_CHECKING:
     from simulator.github import GitHubSimulator
     from simulator.webhooks import WebhookSender
+
+log = get_logger("simulator")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--scenario", default="seed")
     simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--speed", type=float, default=0.0)
+    simulate.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="simulated seconds per real second; 0 (the default) stands still: nothing new "
+        "happens and no webhook is sent (the tests advance time through /_sim/advance)",
+    )
     simulate.add_argument("--repository", action="append", help="owner/name (repeatable)")
     simulate.add_argument(
         "--repositories", type=int, default=0, help="N generated repositories acme/repo-0…N-1"
     )
-    simulate.add_argument("--token", default="sim-token")
+    simulate.add_argument(
+        "--token", default="sim-token", help="the token it accepts (default: %(default)s)"
+    )
     simulate.add_argument(
         "--rate-limit",
         type=int,
@@ -159,6 +169,8 @@ def _webhook_sender(args: argparse.Namespace, sim: GitHubSimulator) -> WebhookSe
 
     if not args.webhook_url:
         return None
+    if not args.speed:
+        log.warning("--webhook-url with --speed 0: simulated time stands still, nothing is sent")
     secret = os.environ.get(args.webhook_secret_env, "")
     if not secret:
         raise ConfigError(
