@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -101,7 +102,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--listen: {exc}") from None
     stop = threading.Event()
     install_sigterm(stop)
-    state = args.state or str(Path(tempfile.mkdtemp(prefix="cipe-demo-")) / "state.db")
+    scratch = None if args.state else Path(tempfile.mkdtemp(prefix="cipe-demo-"))
+    state = args.state if scratch is None else str(scratch / "state.db")
     demo = Demo(scenario=args.scenario, seed=args.seed, speed=args.speed, state_path=state)
     demo.start(f"{host}:{port}")
     shown = _hostport(_reachable(host), demo.port)
@@ -114,6 +116,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     wait_for_stop(stop)
     demo.stop()
+    if scratch is not None:  # a state of its own (no --state): not kept
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("stopped")
     exit_now(EXIT_OK)
     return EXIT_OK
 

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -47,10 +48,10 @@ def test_make_demo_serves_populated_metrics_within_15_seconds() -> None:
     assert urls[:2] == [f"http://127.0.0.1:{port}/report", f"http://127.0.0.1:{port}/metrics"]
 
 
-def test_demo_says_where_it_listens_and_what_to_open() -> None:
+def test_demo_says_where_it_listens_and_what_to_open(tmp_path: Path) -> None:
     """On the wildcard address the demo says it listens on 0.0.0.0:PORT (it printed only
     127.0.0.1, which hid that it is reachable from elsewhere) and gives the loopback URL to open,
-    which answers."""
+    which answers; stopped, it leaves no state directory of its own behind."""
     port = free_port()
     process = subprocess.Popen(
         [*simulator_cmd("demo", "--listen", f"0.0.0.0:{port}", "--log-format", "json")],
@@ -58,6 +59,7 @@ def test_demo_says_where_it_listens_and_what_to_open() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     try:
         assert process.stdout is not None
@@ -66,6 +68,8 @@ def test_demo_says_where_it_listens_and_what_to_open() -> None:
         assert f"open http://127.0.0.1:{port}/report " in line, line
         assert f"http://127.0.0.1:{port}/metrics " in line, line
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        assert list(tmp_path.glob("cipe-demo-*/state.db"))
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(20)
+    assert not list(tmp_path.glob("cipe-demo-*"))
