@@ -205,3 +205,33 @@ def _dispatch(
     parsed = model.model_validate(payload, context={"now": time.time(), "skew": 365 * 86400.0})
     delivery = Delivery(name, action, payload, b"", {})
     assert dispatcher.submit(repository, pollers[repository], parsed, delivery)
+
+
+def test_a_completed_run_the_api_does_not_know_yet_is_deferred() -> None:
+    """Right after a `workflow_run` `completed`, the API may not show the run (or its jobs done)
+    yet: the event is counted `deferred` (the reconciler records the run), not `ignored`."""
+    sim = GitHubSimulator("seed", repositories=("acme/a",), token=TOKEN).start()
+    config = validate_config(
+        {"github": {"api_url": sim.url, "clock_skew": "365d", "repositories": [{"name": "acme/a"}]}}
+    )
+    assert config.github is not None
+    (repo,) = config.github.repositories
+    with httpx.Client() as http:
+        client = GitHubClient(sim.url, TokenAuth(TOKEN), http=http)
+        poller = RepositoryPoller(
+            repo, config.github, client, Store(":memory:"), policy_for(config, repo)
+        )
+        (event,) = [
+            e for e in _events(sim, "acme/a") if (e.name, e.action) == ("workflow_run", "completed")
+        ][-1:]
+        payload = {
+            **event.payload,
+            "workflow_run": {**event.payload["workflow_run"], "id": 987654321},
+        }
+        parsed = WorkflowRunEvent.model_validate(
+            payload, context={"now": time.time(), "skew": 365 * 86400.0}
+        )
+        try:
+            assert poller.on_run(parsed) == "deferred"
+        finally:
+            sim.stop()

@@ -278,10 +278,10 @@ class RepositoryPoller:
             try:
                 facts = self.fetcher.facts(run, run.run_attempt)
             except IncompleteError:
-                return "ignored"  # a job still open: the reconciler records it later
+                return "deferred"  # the API still shows a job open: the reconciler records it
             except NotFound:
-                log.warning("webhook for a run the API does not know", run_id=run.id)
-                return "ignored"
+                log.warning("webhook for a run the API does not know (yet)", run_id=run.id)
+                return "deferred"
             applied = self.record(facts)
             # Its enrichments (downloads of logs and reports) are run by `enrich`, called after
             # this returns, off the thread that records this repository's job events.
