@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 
+from exporter import metrics as m
 from exporter.app import policy_for
 from exporter.config import validate_config
-from exporter.observations import Task, Unit, task_done_unit
+from exporter.observations import Task, Unit, attempt_key, task_done_unit
 from exporter.payloads.github import WorkflowJobEvent, WorkflowRunEvent
 from exporter.sources.github.auth import TokenAuth
 from exporter.sources.github.client import GitHubClient
@@ -26,6 +27,7 @@ from simulator.webhooks import events_between
 from tests.helpers import REFERENCE, TOKEN, wait_for
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
+SKEW = {"now": time.time() + 365 * 86400.0, "skew": 365 * 86400.0}
 
 
 def _event(name: str) -> tuple[WorkflowJobEvent | WorkflowRunEvent, Delivery]:
@@ -235,3 +237,53 @@ def test_a_completed_run_the_api_does_not_know_yet_is_deferred() -> None:
             assert poller.on_run(parsed) == "deferred"
         finally:
             sim.stop()
+
+
+def test_a_lost_completion_of_an_old_runs_rerun_is_found_by_the_reconciler() -> None:
+    """A run older than the listing's window is re-run; its jobs open through webhooks, and
+    their completion events are lost. The next poll does not list the run, but asks for the
+    attempt by id once its jobs have been open 10 minutes: the attempt is recorded and the jobs
+    close (they stayed `executing` until the lookback)."""
+    sim = GitHubSimulator("seed", repositories=("acme/a",), token=TOKEN).start()
+    github = {"api_url": sim.url, "clock_skew": "365d", "lookback": "3h", "rerun_window": "1h"}
+    config = validate_config({"github": {**github, "repositories": [{"name": "acme/a"}]}})
+    assert config.github is not None
+    (repo,) = config.github.repositories
+    store = Store(":memory:")
+    try:
+        with httpx.Client() as http:
+            client = GitHubClient(sim.url, TokenAuth(TOKEN), http=http)
+            poller = RepositoryPoller(
+                repo, config.github, client, store, policy_for(config, repo), clock=sim.clock.now
+            )
+            now = sim.clock.now()
+            old = next(
+                r
+                for r in sim.timelines["acme/a"].runs_until(now)
+                if 4 * 3600 <= now - r.created_at <= 6 * 3600 and len(r.attempts) == 1
+            )
+            poller.poll()
+            rerun = sim.rerun("acme/a", old.id)
+            sim.clock.advance(rerun.first_start + 30 - sim.clock.now())
+            started = [
+                e
+                for e in _events(sim, "acme/a")
+                if e.name == "workflow_job"
+                and e.action == "in_progress"
+                and e.payload["workflow_job"]["run_id"] == old.id
+            ]
+            assert started
+            for event in started:
+                poller.on_job(WorkflowJobEvent.model_validate(event.payload, context=SKEW))
+            assert sum(_gauges(store, m.TASK_ACTIVE).values()) == len(started)
+            sim.clock.advance(rerun.end + 700 - sim.clock.now())
+            poller.poll()
+        assert store.is_observed(*attempt_key("acme/a", old.id, 2))
+        assert sum(_gauges(store, m.TASK_ACTIVE).values()) == 0
+    finally:
+        sim.stop()
+
+
+def _gauges(store: Store, spec: m.MetricSpec) -> dict[tuple[str, ...], float]:
+    with store.reading() as aggregates:
+        return {labels: s.value for labels, s in aggregates.series_of(spec.name)}  # type: ignore[union-attr]

@@ -118,6 +118,29 @@ class LiveState:
                 self._save_jobs(record, now)
             return len(closed)
 
+    def unlisted(self, listed: set[int], before: float) -> list[tuple[int, int]]:
+        """(run id, attempt) of jobs open since before `before` whose run the listing does not
+        show (a re-run of a run older than the window): the reconciler asks for those by id."""
+        with self._lock:
+            jobs = self.store.records.get(self.source, OpenJobs).jobs.values()
+            found = {
+                (job.run_id, job.attempt)
+                for job in jobs
+                if job.run_id and job.run_id not in listed and job.since < before
+            }
+        return sorted(found)
+
+    def close_run(self, run_id: int, now: float) -> int:
+        """The open jobs of a run the API no longer knows."""
+        with self._lock:
+            record = self.store.records.get(self.source, OpenJobs)
+            gone = [key for key, job in record.jobs.items() if job.run_id == run_id]
+            for key in gone:
+                del record.jobs[key]
+            if gone:
+                self._save_jobs(record, now)
+            return len(gone)
+
     def _save_jobs(self, record: OpenJobs, now: float) -> None:
         for job in record.jobs.values():
             record.seen[f"{job.workflow}\n{job.labels}"] = now

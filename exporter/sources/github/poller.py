@@ -49,6 +49,9 @@ MAX_TRIES = 3
 # Enrichment tasks run per poll, and the seconds they may take (a poll holds its repository:
 # a backlog of slow downloads must not hold it for hours); the rest wait for the next poll.
 TASKS_PER_POLL = 200
+# Open jobs of runs the listing does not show are checked by id after this long, a few per poll.
+UNLISTED_AFTER = 600.0
+UNLISTED_PER_POLL = 10
 TASK_SECONDS = 120.0
 _PERMANENT = ("not_found", "too_large", "redirect_refused", "malformed")
 
@@ -144,6 +147,7 @@ class RepositoryPoller:
         runs = [self.workflows.run(r) for r in listing.runs if self.wanted(r)]
         self.live.listed(runs, now)
         self.live.close_jobs(runs, now, self.github.lookback)
+        self._check_unlisted({run.id for run in runs}, now, result)
         oldest_open = self.live.oldest_open_run()
         for run in sorted(runs, key=lambda r: (r.created_at or 0.0, r.id)):
             if self.stop.is_set():
@@ -159,6 +163,25 @@ class RepositoryPoller:
         if self.cache_storage is not None:
             self.cache_storage.poll_if_due(now)
         return result
+
+    def _check_unlisted(self, listed: set[int], now: float, result: PollResult) -> None:
+        """Jobs still open for a while whose run the listing does not show: a re-run of an old
+        run whose completion webhook was lost would otherwise stay open (and unrecorded) until
+        the lookback. Their run attempts are asked for by id, a few per poll; a completed one is
+        recorded and its jobs closed."""
+        stale = self.live.unlisted(listed, now - UNLISTED_AFTER)
+        for run_id, number in stale[:UNLISTED_PER_POLL]:
+            try:
+                run = self.workflows.run(self.fetcher.run_attempt(run_id, number))
+            except NotFound:
+                self.live.close_run(run_id, now)
+                continue
+            except (MalformedResponse, TooLarge, ClientError) as exc:
+                self._skip(exc.reason, str(exc), run_id=run_id, attempt=number)
+                continue
+            if run.status == "completed":
+                self._observe_run(run, result)
+                self.live.close_jobs([run], now, self.github.lookback)
 
     def wanted(self, run: WorkflowRun) -> bool:
         return self.repo.workflows is None or run.workflow in self.repo.workflows

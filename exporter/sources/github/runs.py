@@ -213,6 +213,12 @@ class AttemptFetcher:
         what = f"run {run.id} attempt {number}"
         return parse(WorkflowRun, self.client.get_json(path), what, skew=self.github.clock_skew)
 
+    def run_attempt(self, run_id: int, number: int) -> WorkflowRun:
+        """A run attempt asked for by id (one the listing no longer shows)."""
+        path = f"/repos/{self.repository}/actions/runs/{run_id}/attempts/{number}"
+        what = f"run {run_id} attempt {number}"
+        return parse(WorkflowRun, self.client.get_json(path), what, skew=self.github.clock_skew)
+
     def jobs(self, run_id: int, attempt: int) -> list[Job]:
         path = f"/repos/{self.repository}/actions/runs/{run_id}/attempts/{attempt}/jobs"
         now = self.clock()
