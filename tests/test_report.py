@@ -23,7 +23,9 @@ import pytest
 import yaml
 
 from exporter import metrics as m
+from exporter.config import validate_config
 from exporter.observations import Increment, Latest, Observe, ReplaceGroup, Unit
+from exporter.report import ReportPage
 from exporter.store import Store
 from tests.helpers import (
     ROOT,
@@ -493,3 +495,15 @@ def test_prometheus_answering_errors_is_one_line_and_exit_1() -> None:
     assert secret.returncode == 2
     assert "hunter2" not in secret.stderr
     assert secret.stderr.count("\n") == 1
+
+
+def test_the_served_page_is_computed_at_most_every_few_seconds() -> None:
+    """`/report` reuses what it computed for REUSE_SECONDS (a burst of requests reads the store
+    once), then computes again and sees what was recorded meanwhile."""
+    store = Store(":memory:")
+    config = validate_config({})
+    page = ReportPage(store, config)
+    first = page.report()
+    assert page.report() is first
+    page.REUSE_SECONDS = 0.0
+    assert page.report() is not first
