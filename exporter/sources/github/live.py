@@ -164,10 +164,18 @@ class LiveState:
             record.workflows[run.workflow] = now
             self._save_runs(record, now)
 
-    def listed(self, runs: Iterable[WorkflowRun], now: float) -> None:
-        """A poll's listing is the truth about open runs: it replaces what events said."""
+    def listed(
+        self, runs: Iterable[WorkflowRun], now: float, since: float, lookback: float
+    ) -> None:
+        """A poll's listing (runs created after `since`) is the truth about the open runs it
+        covers: it replaces what events said of those. Runs created before it (re-runs of old
+        runs, known from their events) are kept, for at most the lookback."""
         with self._lock:
-            record = OpenRuns(workflows=self.store.records.get(self.source, OpenRuns).workflows)
+            stored = self.store.records.get(self.source, OpenRuns)
+            record = OpenRuns(workflows=stored.workflows)
+            for key, kept in stored.runs.items():
+                if now - lookback <= kept.created < since:
+                    record.runs[key] = kept
             for run in runs:
                 record.workflows[run.workflow] = now
                 if run.status != "completed":

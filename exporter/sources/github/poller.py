@@ -145,7 +145,7 @@ class RepositoryPoller:
         result.runs_listed, result.skipped = len(listing.runs), listing.malformed
         result.pages, result.pages_cached = listing.pages, listing.pages_cached
         runs = [self.workflows.run(r) for r in listing.runs if self.wanted(r)]
-        self.live.listed(runs, now)
+        self.live.listed(runs, now, start, self.github.lookback)
         self.live.close_jobs(runs, now, self.github.lookback)
         self._check_unlisted({run.id for run in runs}, now, result)
         oldest_open = self.live.oldest_open_run()
