@@ -510,8 +510,7 @@ WEBHOOK_EVENTS = MetricSpec(
     "counter",
     "Webhook deliveries by event, action and outcome: recorded, duplicate (already counted), "
     "ignored (not configured, or nothing to record), rejected (bad signature, body, method or "
-    "size), forwarded (to the shard that owns the repository), deferred (a completed run the API "
-    "does not show complete yet: the reconciler records it), failed (accepted, not recorded).",
+    "size), forwarded (to the shard that owns the repository), failed (accepted, not recorded).",
     ("event", "action", "outcome"),
 )
 SERIES_EXPIRED = MetricSpec(

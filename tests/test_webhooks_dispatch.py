@@ -209,9 +209,10 @@ def _dispatch(
     assert dispatcher.submit(repository, pollers[repository], parsed, delivery)
 
 
-def test_a_completed_run_the_api_does_not_know_yet_is_deferred() -> None:
+def test_a_completed_run_the_api_does_not_know_yet_waits_for_the_reconciler() -> None:
     """Right after a `workflow_run` `completed`, the API may not show the run (or its jobs done)
-    yet: the event is counted `deferred` (the reconciler records the run), not `ignored`."""
+    yet: nothing is recorded now (`ignored`, as the interface names it; the reconciler records
+    the run), and nothing is marked observed."""
     sim = GitHubSimulator("seed", repositories=("acme/a",), token=TOKEN).start()
     config = validate_config(
         {"github": {"api_url": sim.url, "clock_skew": "365d", "repositories": [{"name": "acme/a"}]}}
@@ -234,7 +235,8 @@ def test_a_completed_run_the_api_does_not_know_yet_is_deferred() -> None:
             payload, context={"now": time.time(), "skew": 365 * 86400.0}
         )
         try:
-            assert poller.on_run(parsed) == "deferred"
+            assert poller.on_run(parsed) == "ignored"
+            assert not poller.store.is_observed(*attempt_key("acme/a", 987654321, 1))
         finally:
             sim.stop()
 

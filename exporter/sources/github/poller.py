@@ -300,11 +300,13 @@ class RepositoryPoller:
                 return "duplicate"
             try:
                 facts = self.fetcher.facts(run, run.run_attempt)
+            # Right after the event the API may still show a job open, or not know the run:
+            # nothing to record now (the interface's `ignored`); the reconciler records it.
             except IncompleteError:
-                return "deferred"  # the API still shows a job open: the reconciler records it
+                return "ignored"
             except NotFound:
                 log.warning("webhook for a run the API does not know (yet)", run_id=run.id)
-                return "deferred"
+                return "ignored"
             applied = self.record(facts)
             # Its enrichments (downloads of logs and reports) are run by `enrich`, called after
             # this returns, off the thread that records this repository's job events.
