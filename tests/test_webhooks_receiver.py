@@ -35,7 +35,7 @@ from tests.hooks import HOOK_ENV, SECRET, deliver, hooks_config, signature
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
 COUNTER = "ci_pipeline_exporter_webhook_events_total"
-SHORT_SECRET = {"TEST_WEBHOOK_SECRET": "fifteen-chars.."}
+SHORT_SECRET = {"TEST_WEBHOOK_SECRET": "abc"}
 
 
 def _example(name: str) -> dict[str, Any]:
@@ -285,7 +285,7 @@ def test_many_deliveries_at_once(exporter: tuple[str, str, GitHubSimulator]) -> 
 
 def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> None:
     """check-config names where the webhook secret comes from, never its value; `serve` without it,
-    or with one shorter than 16 characters, stops at once with one line naming the key (exit 2),
+    or with one shorter than 4 characters, stops at once with one line naming the key (exit 2),
     never the value; a bad forward_url is refused by name."""
     sim = GitHubSimulator("seed", repositories=("acme/webapp",), token=TOKEN)
     config, _ = hooks_config(tmp_path, sim)
@@ -306,7 +306,7 @@ def test_webhook_secret_in_check_config_and_missing_at_start(tmp_path: Path) -> 
     assert short.returncode == 2
     assert short.stderr.strip().splitlines() == [
         "ci-pipeline-exporter: config error: github.webhooks.secret_env: "
-        "the webhook secret is shorter than 16 characters; use a long random value"
+        "the webhook secret is shorter than 4 characters; use a long random value"
     ]
     data = yaml.safe_load(config.read_text())
     data["github"]["webhooks"]["forward_url"] = "http://shard:9470/webhook"
