@@ -612,12 +612,20 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Secrets never sit in the config file: where a key looks like one, say where it goes instead.
+_SECRET_HINTS = {
+    "secret": " (the secret comes from secret_env or secret_file)",
+    "token": " (the token comes from token_env, token_file or app)",
+    "password": " (the password comes from password_env)",
+}
+
+
 def _describe(error: Mapping[str, Any], origin: EnvironmentOrigin | None = None) -> str:
     loc = tuple(str(part) for part in error.get("loc", ()))
     location = ".".join(loc)
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        message = "unknown key"
+        message = "unknown key" + _SECRET_HINTS.get(loc[-1], "")
     elif kind == "missing":
         message = "required key is missing"
     else:

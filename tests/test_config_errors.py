@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import ConfigError, validate_config
 from tests.helpers import run_cli
 
 PREFIX = "ci-pipeline-exporter: config error: "
@@ -223,3 +224,25 @@ def test_a_repository_listed_twice_in_another_case_is_refused(tmp_path: Path) ->
     errors = _errors(run_cli("check-config", str(_write(tmp_path, data))))
     assert len(errors) == 1, errors
     assert "repository acme/WebApp is listed twice" in errors[0], errors
+
+
+def test_a_secret_written_into_the_config_says_where_it_goes() -> None:
+    """`secret:`, `token:` or `password:` in the file is an unknown key whose message says where
+    the value comes from instead — without echoing it."""
+    repos = [{"name": "a/b"}]
+    cases = {
+        "github.token: unknown key (the token comes from token_env, token_file or app)": {
+            "github": {"token": "notechoed", "repositories": repos}
+        },
+        "github.webhooks.secret: unknown key (the secret comes from secret_env or secret_file)": {
+            "github": {"repositories": repos, "webhooks": {"secret": "notechoed"}}
+        },
+        "registries.0.password: unknown key (the password comes from password_env)": {
+            "registries": [{"url": "https://r.example", "password": "notechoed", "images": []}]
+        },
+    }
+    for expected, raw in cases.items():
+        with pytest.raises(ConfigError) as raised:
+            validate_config(raw)
+        assert expected in str(raised.value)
+        assert "notechoed" not in str(raised.value)
