@@ -89,6 +89,7 @@ def policy_for(config: Config, repo: RepositoryConfig) -> RepositoryPolicy:
         max_cases=repo.junit.max_cases,
         max_runner_label_sets=config.limits.max_runner_label_sets,
         max_workflows=config.limits.max_workflows,
+        series_ttl=config.limits.series_ttl,
         named_workflows=frozenset(
             [
                 *(repo.workflows or ()),

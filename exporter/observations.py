@@ -112,6 +112,7 @@ class RepositoryPolicy:
     max_suites: int = 100
     max_runner_label_sets: int = 10
     max_workflows: int = 50
+    series_ttl: float = 14 * 86400.0
     # Workflow names the config names (allowlist, targets, image runs): never folded.
     named_workflows: frozenset[str] = frozenset()
     flaky_window: float = 14 * 86400.0

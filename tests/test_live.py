@@ -10,6 +10,7 @@ from typing import Any
 from exporter import metrics as m
 from exporter.payloads.github import WebhookJob, WorkflowRun
 from exporter.sources.github.live import LiveState
+from exporter.sources.github.workflows import WorkflowLabels
 from exporter.store import Store
 
 NOW = time.time()
@@ -119,3 +120,28 @@ def test_a_listing_keeps_open_runs_created_before_it_covers() -> None:
     live.run_event(old, NOW)
     live.listed([], NOW, since=NOW - 6 * 3600, lookback=86400)
     assert _gauges(store, m.RUN_ACTIVE)[active] == 0
+
+
+def test_workflow_slots_free_up_after_the_series_ttl() -> None:
+    """With one slot: a second workflow folds into `other` while the first is seen; once the
+    first has not been seen for the TTL, the next new name takes its slot — and keeps it across
+    a restart (the slots live in the state store). Configured names never take a slot."""
+    store = Store(":memory:")
+    clock = [NOW]
+    folds: list[str] = []
+
+    def labels() -> WorkflowLabels:
+        return WorkflowLabels(
+            store, "github:acme/a", (1, 100.0), {"Deploy"}, folds.append, clock=lambda: clock[0]
+        )
+
+    first = labels()
+    assert first.label("CI") == "CI"
+    assert first.label("Deploy") == "Deploy"
+    assert first.label("Nightly") == "other"
+    assert first.label("Nightly") == "other"
+    assert folds == ["github:acme/a"]
+    clock[0] += 101
+    assert first.label("Nightly") == "Nightly"
+    assert labels().label("Nightly") == "Nightly"
+    assert labels().label("CI") == "other"

@@ -241,6 +241,18 @@ def test_workflows_beyond_the_limit_fold_into_other(tmp_path: Path) -> None:
         assert first.by(runs, "workflow")[("other",)] > 0
         assert first.total("ci_pipeline_exporter_poll_errors_total", reason="workflow_folded") == 2
         sim.clock.advance(6 * 3600)
+        # A run of a folded workflow, re-run before the next poll: attempt 1 is fetched by id,
+        # and keeps the folded label too.
+        now = sim.clock.now()
+        folded = next(
+            r
+            for r in sim.timelines[REPOSITORY].runs_until(now)
+            if (r.workflow,) not in named
+            and now - 3 * 3600 < r.created_at
+            and r.attempts[-1].end < now
+        )
+        rerun = sim.rerun(REPOSITORY, folded.id)
+        sim.clock.advance(rerun.end + 60 - sim.clock.now())
         second = Exposition.parse(_once(config))
         assert set(second.by(runs, "workflow")) - {("other",)} == named
         assert sum(second.by(runs, "workflow").values()) > sum(first.by(runs, "workflow").values())

@@ -9,12 +9,14 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from exporter import metrics as m
+from exporter.analysis.pipeline import IncompleteError, RunFacts
 from exporter.app import policy_for
 from exporter.config import validate_config
 from exporter.observations import Task, Unit, attempt_key, task_done_unit
-from exporter.payloads.github import WorkflowJobEvent, WorkflowRunEvent
+from exporter.payloads.github import WorkflowJobEvent, WorkflowRun, WorkflowRunEvent
 from exporter.sources.github.auth import TokenAuth
 from exporter.sources.github.client import GitHubClient
 from exporter.sources.github.poller import RepositoryPoller
@@ -241,11 +243,13 @@ def test_a_completed_run_the_api_does_not_know_yet_waits_for_the_reconciler() ->
             sim.stop()
 
 
-def test_a_lost_completion_of_an_old_runs_rerun_is_found_by_the_reconciler() -> None:
+@pytest.mark.parametrize("api_lags", [False, True], ids=["api-current", "api-lags-once"])
+def test_a_lost_completion_of_an_old_runs_rerun_is_found_by_the_reconciler(api_lags: bool) -> None:
     """A run older than the listing's window is re-run; its jobs open through webhooks, and
     their completion events are lost. The next poll does not list the run, but asks for the
     attempt by id once its jobs have been open 10 minutes: the attempt is recorded and the jobs
-    close (they stayed `executing` until the lookback)."""
+    close (they stayed `executing` until the lookback). When the API still shows a job open at
+    that moment (fault injected once), the jobs stay open and the next poll records it."""
     sim = GitHubSimulator("seed", repositories=("acme/a",), token=TOKEN).start()
     github = {"api_url": sim.url, "clock_skew": "365d", "lookback": "3h", "rerun_window": "1h"}
     config = validate_config({"github": {**github, "repositories": [{"name": "acme/a"}]}})
@@ -258,32 +262,60 @@ def test_a_lost_completion_of_an_old_runs_rerun_is_found_by_the_reconciler() -> 
             poller = RepositoryPoller(
                 repo, config.github, client, store, policy_for(config, repo), clock=sim.clock.now
             )
-            now = sim.clock.now()
-            old = next(
-                r
-                for r in sim.timelines["acme/a"].runs_until(now)
-                if 4 * 3600 <= now - r.created_at <= 6 * 3600 and len(r.attempts) == 1
-            )
-            poller.poll()
-            rerun = sim.rerun("acme/a", old.id)
-            sim.clock.advance(rerun.first_start + 30 - sim.clock.now())
-            started = [
-                e
-                for e in _events(sim, "acme/a")
-                if e.name == "workflow_job"
-                and e.action == "in_progress"
-                and e.payload["workflow_job"]["run_id"] == old.id
-            ]
-            assert started
-            for event in started:
-                poller.on_job(WorkflowJobEvent.model_validate(event.payload, context=SKEW))
-            assert sum(_gauges(store, m.TASK_ACTIVE).values()) == len(started)
-            sim.clock.advance(rerun.end + 700 - sim.clock.now())
+            old, opened = _open_an_old_runs_rerun(sim, poller)
+            assert sum(_gauges(store, m.TASK_ACTIVE).values()) == opened
+            if api_lags:
+                _lag_once(poller, old.id)
+                poller.poll()
+                assert not store.is_observed(*attempt_key("acme/a", old.id, 2))
+                assert sum(_gauges(store, m.TASK_ACTIVE).values()) == opened
             poller.poll()
         assert store.is_observed(*attempt_key("acme/a", old.id, 2))
         assert sum(_gauges(store, m.TASK_ACTIVE).values()) == 0
     finally:
         sim.stop()
+
+
+def _open_an_old_runs_rerun(sim: GitHubSimulator, poller: RepositoryPoller) -> tuple[Any, int]:
+    """A completed run created 4–6 hours ago, re-run now; its jobs' `in_progress` events
+    delivered, none of their completions; the clock then past the attempt's end + 10 minutes."""
+    now = sim.clock.now()
+    old = next(
+        r
+        for r in sim.timelines["acme/a"].runs_until(now)
+        if 4 * 3600 <= now - r.created_at <= 6 * 3600 and len(r.attempts) == 1
+    )
+    poller.poll()
+    rerun = sim.rerun("acme/a", old.id)
+    sim.clock.advance(rerun.first_start + 30 - sim.clock.now())
+    started = [
+        e
+        for e in _events(sim, "acme/a")
+        if e.name == "workflow_job"
+        and e.action == "in_progress"
+        and e.payload["workflow_job"]["run_id"] == old.id
+        and e.payload["workflow_job"]["run_attempt"] == 2
+    ]
+    assert started
+    for event in started:
+        poller.on_job(WorkflowJobEvent.model_validate(event.payload, context=SKEW))
+    sim.clock.advance(rerun.end + 700 - sim.clock.now())
+    return old, len(started)
+
+
+def _lag_once(poller: RepositoryPoller, run_id: int) -> None:
+    """Fault injection: the next facts request for the run's attempt 2 finds a job still open
+    (GitHub's API lag)."""
+    real = poller.fetcher.facts
+    lagged: list[int] = []
+
+    def lagging(run: WorkflowRun, number: int) -> RunFacts:
+        if run.id == run_id and number == 2 and not lagged:
+            lagged.append(number)
+            raise IncompleteError("a job is still in progress")
+        return real(run, number)
+
+    poller.fetcher.facts = lagging  # type: ignore[method-assign]
 
 
 def _gauges(store: Store, spec: m.MetricSpec) -> dict[tuple[str, ...], float]:

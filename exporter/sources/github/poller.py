@@ -4,6 +4,7 @@ track pending and executing runs."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -119,9 +120,10 @@ class RepositoryPoller:
         self.workflows = WorkflowLabels(
             store,
             self.source,
-            policy.max_workflows,
+            (policy.max_workflows, policy.series_ttl),
             policy.named_workflows,
             lambda source: client.skip(source, "workflow_folded"),
+            clock=clock,
         )
         # Held by a poll and by a workflow_run webhook of this repository (which fetches and
         # records an attempt): one at a time.
@@ -147,12 +149,12 @@ class RepositoryPoller:
         runs = [self.workflows.run(r) for r in listing.runs if self.wanted(r)]
         self.live.listed(runs, now, start, self.github.lookback)
         self.live.close_jobs(runs, now, self.github.lookback)
-        self._check_unlisted({run.id for run in runs}, now, result)
         oldest_open = self.live.oldest_open_run()
         for run in sorted(runs, key=lambda r: (r.created_at or 0.0, r.id)):
             if self.stop.is_set():
                 break
             self._observe_run(run, result)
+        self._check_unlisted({run.id for run in runs}, now, result)
         result.tasks_done = self.run_tasks()
         watermark = min(
             oldest_open if oldest_open is not None else now, now - self.github.rerun_window
@@ -170,17 +172,28 @@ class RepositoryPoller:
         the lookback. Their run attempts are asked for by id, a few per poll; a completed one is
         recorded and its jobs closed."""
         stale = self.live.unlisted(listed, now - UNLISTED_AFTER)
-        for run_id, number in stale[:UNLISTED_PER_POLL]:
+        # A different few each poll when there are more: none waits for ever behind the others.
+        for run_id, number in random.sample(stale, min(len(stale), UNLISTED_PER_POLL)):
+            if self.stop.is_set():
+                return
             try:
                 run = self.workflows.run(self.fetcher.run_attempt(run_id, number))
             except NotFound:
                 self.live.close_run(run_id, now)
                 continue
-            except (MalformedResponse, TooLarge, ClientError) as exc:
+            except SourceError as exc:
+                # Never the poll's failure: the listed runs are recorded already; asked again
+                # next poll (a rate limit or a stop ends this pass).
                 self._skip(exc.reason, str(exc), run_id=run_id, attempt=number)
+                if isinstance(exc, RateLimited | Stopping):
+                    return
                 continue
-            if run.status == "completed":
-                self._observe_run(run, result)
+            if run.status != "completed":
+                continue
+            self._observe_run(run, result)
+            # Closed only once recorded: an attempt the API still shows open (or answered
+            # malformed) keeps its jobs open, so it is asked for again.
+            if self.store.is_observed(*attempt_key(self.repo.name, run.id, run.run_attempt)):
                 self.live.close_jobs([run], now, self.github.lookback)
 
     def wanted(self, run: WorkflowRun) -> bool:
