@@ -104,8 +104,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     install_sigterm(stop)
     scratch = None if args.state else Path(tempfile.mkdtemp(prefix="cipe-demo-"))
     state = args.state if scratch is None else str(scratch / "state.db")
-    demo = Demo(scenario=args.scenario, seed=args.seed, speed=args.speed, state_path=state)
-    demo.start(f"{host}:{port}")
+    try:
+        demo = Demo(scenario=args.scenario, seed=args.seed, speed=args.speed, state_path=state)
+        demo.start(f"{host}:{port}")
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     shown = _hostport(_reachable(host), demo.port)
     print(
         f"ci-pipeline-exporter demo: listening on {_hostport(host, demo.port)}; open "

@@ -103,8 +103,9 @@ def test_the_reconciler_closes_jobs_of_earlier_attempts_and_completed_runs() -> 
 
 def test_a_listing_keeps_open_runs_created_before_it_covers() -> None:
     """A re-run of a run created 5 hours ago is open (from its event). A listing of the last
-    hour cannot see it and keeps it; one that covers its creation and does not show it open
-    closes it; past the lookback it goes too (the gauge no longer flaps at every reconcile)."""
+    hour cannot see it and keeps it (even with a lookback shorter than its age: its event is
+    recent); one that covers its creation and does not show it open closes it; with no event for
+    the lookback it goes too (the gauge no longer flaps at every reconcile)."""
     store = Store(":memory:")
     live = LiveState(store, REPO, {m.RUNNERS_CAP.name: 10})
     old = WorkflowRun.model_validate(
@@ -116,6 +117,8 @@ def test_a_listing_keeps_open_runs_created_before_it_covers() -> None:
     live.listed([], NOW, since=NOW - 3600, lookback=86400)
     assert _gauges(store, m.RUN_ACTIVE)[active] == 1
     live.listed([], NOW, since=NOW - 3600, lookback=4 * 3600)
+    assert _gauges(store, m.RUN_ACTIVE)[active] == 1
+    live.listed([], NOW + 4 * 3600 + 1, since=NOW - 3600, lookback=4 * 3600)
     assert _gauges(store, m.RUN_ACTIVE)[active] == 0
     live.run_event(old, NOW)
     live.listed([], NOW, since=NOW - 6 * 3600, lookback=86400)

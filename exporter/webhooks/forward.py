@@ -10,6 +10,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import httpx
@@ -32,7 +33,7 @@ class Forwarder:
         url_template: str,
         shard: int,
         count: Count,
-        capacity: int = 10_000,
+        capacity: int = 1_000,
         http: httpx.Client | None = None,
     ) -> None:
         self.url_template = url_template
@@ -55,7 +56,8 @@ class Forwarder:
 
     def __call__(self, owner: int, delivery: Delivery) -> bool:
         try:
-            self._queue.put_nowait((owner, delivery))
+            # Only the body and headers are sent on: the parsed payload is not kept queued.
+            self._queue.put_nowait((owner, replace(delivery, payload={})))
         except queue.Full:
             return False
         return True

@@ -46,6 +46,7 @@ class OpenRun(BaseModel):
     workflow: str
     state: str
     created: float
+    seen: float = 0.0  # its last event (a re-run of an old run is recent though created long ago)
 
 
 class OpenRuns(StateRecord):
@@ -159,7 +160,7 @@ class LiveState:
             else:
                 state = ACTIVE_STATES.get(run.status, "pending")
                 record.runs[key] = OpenRun(
-                    workflow=run.workflow, state=state, created=run.created_at or now
+                    workflow=run.workflow, state=state, created=run.created_at or now, seen=now
                 )
             record.workflows[run.workflow] = now
             self._save_runs(record, now)
@@ -169,12 +170,12 @@ class LiveState:
     ) -> None:
         """A poll's listing (runs created after `since`) is the truth about the open runs it
         covers: it replaces what events said of those. Runs created before it (re-runs of old
-        runs, known from their events) are kept, for at most the lookback."""
+        runs, known from their events) are kept, until no event for the lookback."""
         with self._lock:
             stored = self.store.records.get(self.source, OpenRuns)
             record = OpenRuns(workflows=stored.workflows)
             for key, kept in stored.runs.items():
-                if now - lookback <= kept.created < since:
+                if kept.created < since and max(kept.created, kept.seen) >= now - lookback:
                     record.runs[key] = kept
             for run in runs:
                 record.workflows[run.workflow] = now

@@ -136,7 +136,11 @@ class RepositoryPoller:
     # -- the poll -----------------------------------------------------------------------------------
     def poll(self) -> PollResult:
         with self.lock:
-            return self._poll()
+            result = self._poll()
+        # Enrichments (minutes of downloads at worst) run outside the poll's lock: this
+        # repository's run events don't wait for them.
+        result.tasks_done = self.run_tasks()
+        return result
 
     def _poll(self) -> PollResult:
         result = PollResult()
@@ -155,7 +159,6 @@ class RepositoryPoller:
                 break
             self._observe_run(run, result)
         self._check_unlisted({run.id for run in runs}, now, result)
-        result.tasks_done = self.run_tasks()
         watermark = min(
             oldest_open if oldest_open is not None else now, now - self.github.rerun_window
         )
@@ -326,15 +329,20 @@ class RepositoryPoller:
             return "recorded" if applied else "duplicate"
 
     def enrich(self) -> int:
-        """The pending enrichments, now (after a run's webhook) rather than at the next poll."""
-        return self.run_tasks()
+        """The pending enrichments, now (after a run's webhook) rather than at the next poll;
+        after the pass a poll may have in progress (which may not include the newest tasks)."""
+        return self.run_tasks(wait=True)
 
     # -- enrichment tasks --------------------------------------------------------------------------------
-    def run_tasks(self, limit: int = TASKS_PER_POLL, seconds: float = TASK_SECONDS) -> int:
+    def run_tasks(
+        self, limit: int = TASKS_PER_POLL, seconds: float = TASK_SECONDS, *, wait: bool = False
+    ) -> int:
         """Pending enrichments of this repository, oldest first, for at most `seconds`; failures
-        are counted and retried on later polls, at most MAX_TRIES times. When they are running
-        already (a poll and the webhook side's enrichment thread), returns 0 at once."""
-        if not self._tasks.acquire(blocking=False):
+        are counted and retried on later polls, at most MAX_TRIES times. One runner at a time
+        (a poll, the webhook side's enrichment thread): a poll finding them running returns 0
+        at once; with `wait`, after that pass."""
+        held = self._tasks.acquire(timeout=seconds + 10) if wait else self._tasks.acquire(False)
+        if not held:
             return 0
         try:
             return self._run_tasks(limit, seconds)
