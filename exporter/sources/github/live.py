@@ -186,10 +186,12 @@ class LiveState:
                     )
             self._save_runs(record, now)
 
-    def oldest_open_run(self) -> float | None:
+    def oldest_open_run(self, since: float) -> float | None:
+        """When the oldest open run created after `since` was created (the listing window
+        reaches back to it; an older run's re-run, known from its events, does not drag it)."""
         with self._lock:
             runs = self.store.records.get(self.source, OpenRuns).runs.values()
-            return min((run.created for run in runs), default=None)
+            return min((run.created for run in runs if run.created >= since), default=None)
 
     def _save_runs(self, record: OpenRuns, now: float) -> None:
         record.workflows = {w: t for w, t in record.workflows.items() if t >= now - ZERO_FOR}

@@ -153,7 +153,7 @@ class RepositoryPoller:
         runs = [self.workflows.run(r) for r in listing.runs if self.wanted(r)]
         self.live.listed(runs, now, start, self.github.lookback)
         self.live.close_jobs(runs, now, self.github.lookback)
-        oldest_open = self.live.oldest_open_run()
+        oldest_open = self.live.oldest_open_run(now - self.github.lookback)
         for run in sorted(runs, key=lambda r: (r.created_at or 0.0, r.id)):
             if self.stop.is_set():
                 break

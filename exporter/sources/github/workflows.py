@@ -55,7 +55,7 @@ class WorkflowLabels:
         self._folded: set[str] = set()
 
     def label(self, name: str) -> str:
-        if name in self.configured:
+        if name in self.configured or not name:  # "" (a job event without it) takes no slot
             return name
         with self._lock:
             now = self.clock()
