@@ -245,6 +245,10 @@ def test_optimized_page_shows_the_target_met_and_seed_not(
     assert '<span class="status missed">not met</span>' in seed.page
     kinds = {o["kind"] for o in seed.data["pipelines"][0]["opportunities"]["items"]}
     assert {"registry_only_job", "test_split", "image_duplication"} <= kinds
+    # Every seed run lies between the baseline's bounds, one 4-minute bucket: the median is
+    # interpolated inside it, and the page says so with the bucket.
+    assert seed.data["pipelines"][0]["headline"]["p50_bucket"] == [1380.0, 1620.0]
+    assert "(estimated: it lies between 23.0 min and 27.0 min, one histogram bucket)" in seed.page
 
 
 # -- the page in a browser --------------------------------------------------------------------------

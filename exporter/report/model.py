@@ -16,6 +16,15 @@ class Headline:
     p90: float | None
     latest: float | None
     target: tuple[float, float] | None = None  # (lower, upper)
+    # The histogram bucket the median falls in: the median is interpolated inside it, so a wide
+    # bucket (all runs between a baseline's bounds) makes it an estimate; the page says so.
+    p50_bucket: tuple[float, float] | None = None
+
+    @property
+    def p50_estimate(self) -> tuple[float, float] | None:
+        """The median's bucket when it is wider than a minute: the median is then an estimate."""
+        bucket = self.p50_bucket
+        return bucket if bucket is not None and bucket[1] - bucket[0] > 60 else None
     baseline: tuple[float, float] | None = None
     within_share: float | None = None  # successful runs at or below the target's upper bound
     progress: float | None = None  # 0 at the baseline's upper bound, 1 at the target's

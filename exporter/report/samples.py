@@ -74,6 +74,19 @@ class Hist:
             previous_bound, previous_count = bound, count
         return self.bounds[-1]
 
+    def bucket(self, q: float) -> tuple[float, float] | None:
+        """The bucket the q-quantile falls in, (lower, upper): what `quantile` interpolates
+        inside, so how precise it is (None in +Inf)."""
+        if not self.count or not self.bounds:
+            return None
+        rank = q * self.count
+        previous = 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            if count >= rank:
+                return (previous, bound)
+            previous = bound
+        return None
+
 
 def _matches(labels: Labels, match: Mapping[str, str | None]) -> bool:
     return all(value is None or labels.get(key) == value for key, value in match.items())

@@ -92,6 +92,7 @@ def headline(samples: Samples, repo: str, workflow: str) -> Headline:
         all_runs=int(every.count),
         p50=ok.quantile(0.5),
         p90=ok.quantile(0.9),
+        p50_bucket=ok.bucket(0.5),
         latest=latest.get((pick,)) if pick else next(iter(latest.values()), None),
         target=target,
         baseline=baseline,
