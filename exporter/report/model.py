@@ -25,6 +25,7 @@ class Headline:
         """The median's bucket when it is wider than a minute: the median is then an estimate."""
         bucket = self.p50_bucket
         return bucket if bucket is not None and bucket[1] - bucket[0] > 60 else None
+
     baseline: tuple[float, float] | None = None
     within_share: float | None = None  # successful runs at or below the target's upper bound
     progress: float | None = None  # 0 at the baseline's upper bound, 1 at the target's
