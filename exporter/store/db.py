@@ -83,7 +83,13 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         if self.read_only and self.path != ":memory:":
             uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-            return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+            db = sqlite3.connect(
+                uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            # One read transaction for the reader's life: everything it reads is one snapshot,
+            # whatever the exporter beside it commits meanwhile.
+            db.execute("BEGIN")
+            return db
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         if self.path != ":memory:":
             try:
@@ -116,7 +122,13 @@ class Database:
             if db is not None:
                 db.close()
             if _is_write_problem(exc):
-                raise StateError(f"state.path: {self.path}: {exc}") from None
+                hint = (
+                    " (reading it needs write access to its directory for SQLite's shared-memory"
+                    " file, or the exporter running beside it)"
+                    if self.read_only
+                    else ""
+                )
+                raise StateError(f"state.path: {self.path}: {exc}{hint}") from None
             raise _Damaged(str(exc)) from None
         if version > SCHEMA_VERSION:
             db.close()
