@@ -7,7 +7,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -20,6 +19,7 @@ from exporter.config import (
     RegistryConfig,
     RepositoryConfig,
     parse_listen,
+    read_secret,
     secrets,
 )
 from exporter.exposition import Exposition
@@ -57,19 +57,7 @@ def build_auth(github: GitHubConfig, environ: Mapping[str, str], http: httpx.Cli
         return AppAuth(
             github.app.app_id, github.app.installation_id, key, github.api_url, http=http
         )
-    if github.token_file:
-        try:
-            token = Path(github.token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"github.token_file: cannot read {github.token_file}: {exc.strerror}"
-            ) from None
-    else:
-        token = environ.get(github.token_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"github.token_env: environment variable {github.token_env} is not set"
-            )
+    token = read_secret("github", "token", github.token_file, github.token_env, environ)
     SECRETS.add(token)
     return TokenAuth(token)
 

@@ -708,6 +708,22 @@ class Secret:
         return f"{self.setting}: no file at {self.file}"
 
 
+def read_secret(
+    prefix: str, stem: str, file: str | None, env: str, environ: Mapping[str, str]
+) -> str:
+    """A secret's value: from `<prefix>.<stem>_file` when that is set, else from the variable
+    `<prefix>.<stem>_env` names; ConfigError naming the key when it can't be had."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{prefix}.{stem}_file: cannot read {file}: {exc.strerror}") from None
+    value = environ.get(env, "").strip()
+    if not value:
+        raise ConfigError(f"{prefix}.{stem}_env: environment variable {env} is not set")
+    return value
+
+
 def _env_secret(
     name: str, setting: str, source: str, var: str, environ: Mapping[str, str]
 ) -> Secret:

@@ -25,6 +25,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.metrics import MetricSpec
+from exporter.store import Store
+from exporter.store.aggregates import ValueSeries
+
 ROOT = Path(__file__).resolve().parent.parent
 # Real payloads, logs and reports the tests read (tests/fixtures/README.md says where each came from).
 REFERENCE = ROOT / "tests" / "fixtures"
@@ -316,3 +320,13 @@ def serve(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def stored_gauges(store: Store, spec: MetricSpec) -> dict[tuple[str, ...], float]:
+    """A gauge's values in the store by label tuple (what /metrics renders from it)."""
+    with store.reading() as aggregates:
+        return {
+            labels: series.value
+            for labels, series in aggregates.series_of(spec.name)
+            if isinstance(series, ValueSeries)
+        }

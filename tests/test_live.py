@@ -12,6 +12,7 @@ from exporter.payloads.github import WebhookJob, WorkflowRun
 from exporter.sources.github.live import LiveState
 from exporter.sources.github.workflows import WorkflowLabels
 from exporter.store import Store
+from tests.helpers import stored_gauges
 
 NOW = time.time()
 REPO = "acme/a"
@@ -47,11 +48,6 @@ def _run(run_id: int, status: str, attempt: int = 1) -> WorkflowRun:
     )
 
 
-def _gauges(store: Store, spec: m.MetricSpec) -> dict[tuple[str, ...], float]:
-    with store.reading() as aggregates:
-        return {labels: series.value for labels, series in aggregates.series_of(spec.name)}  # type: ignore[union-attr]
-
-
 def test_label_sets_beyond_the_cap_add_up_in_other() -> None:
     """With a cap of 2 runner label sets, the queued jobs of the third and fourth sets (3 + 1)
     are 4 in `other` — not whichever was written last — and `other`'s oldest queued job is the
@@ -64,10 +60,10 @@ def test_label_sets_beyond_the_cap_add_up_in_other() -> None:
             live.job_event(_job(100 * i + k, "queued", [labels], 3600 * (i + 1) + k), NOW)
     live.job_event(_job(999, "queued", ["e"], 60), NOW)
     live.job_event(_job(999, "completed", ["e"], 60, conclusion="success"), NOW)
-    active = _gauges(store, m.TASK_ACTIVE)
+    active = stored_gauges(store, m.TASK_ACTIVE)
     assert active[(REPO, "CI", "other", "queued")] == 4
     assert active[(REPO, "CI", "a", "queued")] == 1
-    oldest = _gauges(store, m.TASK_OLDEST_QUEUED)
+    oldest = stored_gauges(store, m.TASK_OLDEST_QUEUED)
     assert abs(oldest[(REPO, "other")] - (NOW - 3600 * 4)) < 2  # d's job, the earliest
 
 
@@ -78,7 +74,7 @@ def test_statuses_github_may_add_count_as_queued() -> None:
     live = LiveState(store, REPO, {m.RUNNERS_CAP.name: 10})
     live.job_event(_job(1, "pending", ["linux"], 120), NOW)
     live.job_event(_job(2, "requested", ["linux"], 60), NOW)
-    assert _gauges(store, m.TASK_ACTIVE)[(REPO, "CI", "linux", "queued")] == 2
+    assert stored_gauges(store, m.TASK_ACTIVE)[(REPO, "CI", "linux", "queued")] == 2
 
 
 def test_the_reconciler_closes_jobs_of_earlier_attempts_and_completed_runs() -> None:
@@ -95,7 +91,7 @@ def test_the_reconciler_closes_jobs_of_earlier_attempts_and_completed_runs() -> 
         [_run(10, "in_progress", attempt=2), _run(11, "completed")], NOW, 86400
     )
     assert closed == 2
-    active = _gauges(store, m.TASK_ACTIVE)
+    active = stored_gauges(store, m.TASK_ACTIVE)
     assert active[(REPO, "CI", "linux", "queued")] == 2  # jobs 2 and 4
     assert active[(REPO, "CI", "linux", "executing")] == 0
     assert live.close_jobs([], NOW + 86400, 86400) == 2
@@ -113,16 +109,16 @@ def test_a_listing_keeps_open_runs_created_before_it_covers() -> None:
     )
     live.run_event(old, NOW)
     active = (REPO, "CI", "executing")
-    assert _gauges(store, m.RUN_ACTIVE)[active] == 1
+    assert stored_gauges(store, m.RUN_ACTIVE)[active] == 1
     live.listed([], NOW, since=NOW - 3600, lookback=86400)
-    assert _gauges(store, m.RUN_ACTIVE)[active] == 1
+    assert stored_gauges(store, m.RUN_ACTIVE)[active] == 1
     live.listed([], NOW, since=NOW - 3600, lookback=4 * 3600)
-    assert _gauges(store, m.RUN_ACTIVE)[active] == 1
+    assert stored_gauges(store, m.RUN_ACTIVE)[active] == 1
     live.listed([], NOW + 4 * 3600 + 1, since=NOW - 3600, lookback=4 * 3600)
-    assert _gauges(store, m.RUN_ACTIVE)[active] == 0
+    assert stored_gauges(store, m.RUN_ACTIVE)[active] == 0
     live.run_event(old, NOW)
     live.listed([], NOW, since=NOW - 6 * 3600, lookback=86400)
-    assert _gauges(store, m.RUN_ACTIVE)[active] == 0
+    assert stored_gauges(store, m.RUN_ACTIVE)[active] == 0
 
 
 def test_workflow_slots_free_up_after_the_series_ttl() -> None:

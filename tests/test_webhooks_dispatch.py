@@ -26,7 +26,7 @@ from exporter.webhooks.receiver import Delivery
 from simulator.github import GitHubSimulator
 from simulator.webhooks import Event as SimEvent
 from simulator.webhooks import events_between
-from tests.helpers import REFERENCE, TOKEN, wait_for
+from tests.helpers import REFERENCE, TOKEN, stored_gauges, wait_for
 
 EXAMPLES = REFERENCE / "github-api" / "examples"
 SKEW = {"now": time.time() + 365 * 86400.0, "skew": 365 * 86400.0}
@@ -263,15 +263,15 @@ def test_a_lost_completion_of_an_old_runs_rerun_is_found_by_the_reconciler(api_l
                 repo, config.github, client, store, policy_for(config, repo), clock=sim.clock.now
             )
             old, opened = _open_an_old_runs_rerun(sim, poller)
-            assert sum(_gauges(store, m.TASK_ACTIVE).values()) == opened
+            assert sum(stored_gauges(store, m.TASK_ACTIVE).values()) == opened
             if api_lags:
                 _lag_once(poller, old.id)
                 poller.poll()
                 assert not store.is_observed(*attempt_key("acme/a", old.id, 2))
-                assert sum(_gauges(store, m.TASK_ACTIVE).values()) == opened
+                assert sum(stored_gauges(store, m.TASK_ACTIVE).values()) == opened
             poller.poll()
         assert store.is_observed(*attempt_key("acme/a", old.id, 2))
-        assert sum(_gauges(store, m.TASK_ACTIVE).values()) == 0
+        assert sum(stored_gauges(store, m.TASK_ACTIVE).values()) == 0
     finally:
         sim.stop()
 
@@ -316,8 +316,3 @@ def _lag_once(poller: RepositoryPoller, run_id: int) -> None:
         return real(run, number)
 
     poller.fetcher.facts = lagging  # type: ignore[method-assign]
-
-
-def _gauges(store: Store, spec: m.MetricSpec) -> dict[tuple[str, ...], float]:
-    with store.reading() as aggregates:
-        return {labels: s.value for labels, s in aggregates.series_of(spec.name)}  # type: ignore[union-attr]

@@ -4,9 +4,8 @@ it is exposed to GitHub), the router, the dispatcher and, when sharded, the forw
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
-from exporter.config import Config, ConfigError, WebhooksConfig, parse_listen
+from exporter.config import Config, ConfigError, WebhooksConfig, parse_listen, read_secret
 from exporter.logging import SECRETS, get_logger
 from exporter.server import HttpServer, ServerLimits
 from exporter.telemetry import Telemetry
@@ -23,18 +22,9 @@ GOOD_SECRET_LENGTH = 16
 
 def webhook_secret(hooks: WebhooksConfig, environ: Mapping[str, str]) -> bytes:
     """Raises ConfigError naming the key when the secret is not available."""
-    if hooks.secret_file:
-        try:
-            secret = Path(hooks.secret_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"github.webhooks.secret_file: cannot read {hooks.secret_file}: {exc.strerror}"
-            ) from None
-    else:
-        name = hooks.secret_env or ""
-        secret = environ.get(name, "").strip()
-        if not secret:
-            raise ConfigError(f"github.webhooks.secret_env: environment variable {name} is not set")
+    secret = read_secret(
+        "github.webhooks", "secret", hooks.secret_file, hooks.secret_env or "", environ
+    )
     setting = "secret_file" if hooks.secret_file else "secret_env"
     if len(secret) < MIN_SECRET_LENGTH:
         raise ConfigError(

@@ -209,12 +209,9 @@ class AttemptFetcher:
     def attempt(self, run: WorkflowRun, number: int) -> WorkflowRun:
         if number == run.run_attempt:
             return run
-        path = f"/repos/{self.repository}/actions/runs/{run.id}/attempts/{number}"
-        what = f"run {run.id} attempt {number}"
-        fetched = parse(WorkflowRun, self.client.get_json(path), what, skew=self.github.clock_skew)
         # One run, one workflow: the name the poller gave the run (its workflow label, which may
         # be folded) holds for every attempt.
-        return fetched.model_copy(update={"name": run.name})
+        return self.run_attempt(run.id, number).model_copy(update={"name": run.name})
 
     def run_attempt(self, run_id: int, number: int) -> WorkflowRun:
         """A run attempt asked for by id (one the listing no longer shows)."""
